@@ -1,0 +1,10 @@
+//! Vigil's shared core: the formats that more than one part of Vigil reads or
+//! writes, in one `no_std` crate that the guest image links too.
+//!
+//! Every format lives in a versioned module ([`v1`]). A serialized type is an
+//! API boundary: it changes only with a new version module.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod v1;

@@ -1,0 +1,3 @@
+//! Version 1 of Vigil's formats.
+
+pub mod config;

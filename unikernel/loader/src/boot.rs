@@ -1,0 +1,365 @@
+//! The loader as it runs: PVH entry, long mode, load the image, jump.
+//!
+//! This is the only module with `unsafe` code, and the only one that is built
+//! for the bare-metal target alone. Everything it decides (what to read, where
+//! the kernel goes, what to map, what the device tree says) comes from the
+//! host-tested modules next to it.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::arch::{asm, global_asm};
+use core::cell::UnsafeCell;
+use core::fmt::Write;
+use core::mem::MaybeUninit;
+use core::ops::Range;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use hermit_entry::boot_info::{
+    BootInfo, DeviceTreeAddress, HardwareInfo, PlatformInfo, RawBootInfo, SerialPortBase,
+};
+use hermit_entry::elf::KernelObject;
+use uart_16550::SerialPort;
+
+use crate::layout::{place_kernel, ram_end};
+use crate::paging::{PageTables, Table};
+use crate::start_info::{self, BootParams, PhysMem};
+
+/// COM1, where QEMU's `-serial` and Xen's HVM serial are.
+const COM1: u16 = 0x3f8;
+/// The boot stack the kernel expects (its `KERNEL_STACK_SIZE`).
+const KERNEL_STACK_SIZE: usize = 0x8000;
+/// Heap for the device tree and the ELF loader's bookkeeping.
+const HEAP_SIZE: usize = 64 << 10;
+
+// The PVH entry. The hypervisor enters `pvh_start32` in 32-bit protected mode,
+// paging off, interrupts off, with the physical address of `hvm_start_info` in
+// ebx; it gives no usable stack and its GDT lives in firmware memory. So: load
+// our own GDT, map the first 4 GiB with 2 MiB pages, enter long mode, and call
+// `loader_main` on our own stack. The final page tables are built in Rust.
+global_asm!(
+    r#"
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4                     /* namesz: "Xen\0" */
+    .long 8                     /* descsz: an address, 8 bytes in ELF64 */
+    .long 18                    /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .balign 4
+    .quad pvh_start32
+    .balign 4
+
+    .section .text.pvh32, "ax"
+    .code32
+    .global pvh_start32
+pvh_start32:
+    cli
+    cld
+    movl %ebx, %esi                 /* keep the start info address */
+    lgdt boot_gdt_ptr
+    movl $0x10, %eax
+    movl %eax, %ds
+    movl %eax, %es
+    movl %eax, %ss
+    movl %eax, %fs
+    movl %eax, %gs
+    movl $boot_stack_top, %esp
+
+    /* Zero PML4, PDPT and the four page directories (6 pages). */
+    movl $boot_pml4, %edi
+    xorl %eax, %eax
+    movl $(6 * 4096 / 4), %ecx
+    rep stosl
+
+    movl $boot_pdpt, %eax
+    orl $0x3, %eax
+    movl %eax, boot_pml4
+
+    movl $boot_pd, %eax
+    orl $0x3, %eax
+    movl $boot_pdpt, %edi
+    movl $4, %ecx
+1:  movl %eax, (%edi)
+    addl $4096, %eax
+    addl $8, %edi
+    loop 1b
+
+    movl $0x83, %eax                /* present, writable, 2 MiB */
+    movl $boot_pd, %edi
+    movl $2048, %ecx
+2:  movl %eax, (%edi)
+    addl $0x200000, %eax
+    addl $8, %edi
+    loop 2b
+
+    movl %cr4, %eax
+    orl $(1 << 5), %eax             /* PAE */
+    movl %eax, %cr4
+    movl $boot_pml4, %eax
+    movl %eax, %cr3
+    movl $0xc0000080, %ecx          /* EFER */
+    rdmsr
+    orl $((1 << 8) | (1 << 11)), %eax /* LME, NXE */
+    wrmsr
+    movl %cr0, %eax
+    orl $((1 << 31) | 1), %eax      /* PG, PE */
+    movl %eax, %cr0
+    ljmp $0x08, $pvh_start64
+
+    .code64
+pvh_start64:
+    movl $0x10, %eax
+    movl %eax, %ds
+    movl %eax, %es
+    movl %eax, %ss
+    xorl %eax, %eax
+    movl %eax, %fs
+    movl %eax, %gs
+    movabsq $boot_stack_top, %rsp
+    movl %esi, %edi                 /* loader_main(start_info) */
+    call loader_main
+3:  hlt
+    jmp 3b
+
+    .section .rodata.pvh, "a"
+    .balign 16
+boot_gdt:
+    .quad 0
+    .quad 0x00af9a000000ffff        /* 0x08: 64-bit code */
+    .quad 0x00cf92000000ffff        /* 0x10: data */
+boot_gdt_end:
+boot_gdt_ptr:
+    .word boot_gdt_end - boot_gdt - 1
+    .long boot_gdt
+
+    .section .bss.pvh, "aw", @nobits
+    .balign 4096
+boot_pml4:
+    .skip 4096
+boot_pdpt:
+    .skip 4096
+boot_pd:
+    .skip 4 * 4096
+boot_stack:
+    .skip 64 * 1024
+boot_stack_top:
+    "#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static __loader_start: u8;
+    static __loader_end: u8;
+}
+
+/// A `static` the loader writes once, on its only CPU, before anything reads it.
+struct BootCell<T>(UnsafeCell<T>);
+
+// SAFETY: the loader runs on one CPU with interrupts off; nothing is shared.
+unsafe impl<T> Sync for BootCell<T> {}
+
+impl<T> BootCell<T> {
+    const fn new(value: T) -> Self {
+        Self(UnsafeCell::new(value))
+    }
+
+    /// # Safety
+    /// The caller must not hold another reference to this cell's contents.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get_mut(&self) -> &mut T {
+        // SAFETY: single CPU, no interrupts, and the caller holds no other reference.
+        unsafe { &mut *self.0.get() }
+    }
+}
+
+static PARAMS: BootCell<BootParams> = BootCell::new(BootParams::empty());
+static PAGE_TABLES: BootCell<PageTables> = BootCell::new(PageTables::new());
+static RAW_BOOT_INFO: BootCell<MaybeUninit<RawBootInfo>> = BootCell::new(MaybeUninit::uninit());
+
+#[repr(C, align(4096))]
+struct Stack([u8; KERNEL_STACK_SIZE]);
+static KERNEL_STACK: BootCell<Stack> = BootCell::new(Stack([0; KERNEL_STACK_SIZE]));
+
+/// Identity-mapped physical memory below 4 GiB (what the entry code maps).
+struct IdentityMapped;
+
+impl PhysMem for IdentityMapped {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let Some(end) = addr.checked_add(buf.len() as u64) else {
+            return false;
+        };
+        if addr == 0 || end > 1 << 32 {
+            return false;
+        }
+        // SAFETY: the entry code identity-maps all of the first 4 GiB, and this
+        // range lies inside it; the loader only reads what the hypervisor wrote.
+        unsafe {
+            core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len());
+        }
+        true
+    }
+}
+
+/// The console on COM1.
+struct Console;
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        // SAFETY: COM1 is a 16550 UART at this I/O port on every x86 PC and
+        // under Xen HVM; on PVH without one the writes go nowhere.
+        let mut port = unsafe { SerialPort::new(COM1) };
+        for byte in s.bytes() {
+            port.send(byte);
+        }
+        Ok(())
+    }
+}
+
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let _ = writeln!(Console, "[loader] {}: {}", record.level(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// A bump allocator: the loader allocates a few KiB and never frees.
+struct Bump {
+    next: AtomicUsize,
+    heap: UnsafeCell<[u8; HEAP_SIZE]>,
+}
+
+// SAFETY: one CPU, no interrupts; `next` is only advanced.
+unsafe impl Sync for Bump {}
+
+// SAFETY: every block handed out lies inside `heap`, is aligned as asked, and
+// is never handed out twice.
+unsafe impl GlobalAlloc for Bump {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let base = self.heap.get() as usize;
+        let start = (base + self.next.load(Ordering::Relaxed)).next_multiple_of(layout.align());
+        let end = start + layout.size();
+        if end > base + HEAP_SIZE {
+            return core::ptr::null_mut();
+        }
+        self.next.store(end - base, Ordering::Relaxed);
+        start as *mut u8
+    }
+
+    unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
+}
+
+#[global_allocator]
+static HEAP: Bump = Bump {
+    next: AtomicUsize::new(0),
+    heap: UnsafeCell::new([0; HEAP_SIZE]),
+};
+
+/// Ends the boot: the reason goes to the console, then QEMU's debug-exit port
+/// (if present) or a halt loop.
+fn fail(what: &dyn core::fmt::Display) -> ! {
+    let _ = writeln!(Console, "[loader] error: {what}");
+    // SAFETY: writing the isa-debug-exit port makes QEMU exit with status 1
+    // when the device is present; elsewhere the port is unused.
+    unsafe {
+        asm!("out dx, eax", in("dx") 0xf4u16, in("eax") 0u32, options(nomem, nostack));
+    }
+    loop {
+        // SAFETY: interrupts are off; hlt just stops the CPU.
+        unsafe { asm!("hlt", options(nomem, nostack)) };
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    fail(info)
+}
+
+fn loader_range() -> Range<u64> {
+    let start = (&raw const __loader_start) as u64;
+    let end = (&raw const __loader_end) as u64;
+    start..end
+}
+
+/// Called by the entry code with the physical address of `hvm_start_info`.
+#[unsafe(no_mangle)]
+extern "C" fn loader_main(start_info_addr: u32) -> ! {
+    // SAFETY: COM1 exists on every target this loader boots on.
+    unsafe { SerialPort::new(COM1) }.init();
+    let _ = log::set_logger(&Logger);
+    log::set_max_level(log::LevelFilter::Warn);
+
+    // SAFETY: first and only use of PARAMS.
+    let params = unsafe { PARAMS.get_mut() };
+    if let Err(err) = start_info::read(&IdentityMapped, start_info_addr.into(), params) {
+        fail(&err);
+    }
+    let ram = params.ram();
+
+    let image_len = (params.image.end - params.image.start) as usize;
+    // SAFETY: module 0 lies below 4 GiB (checked by IdentityMapped when read
+    // above) and nothing writes to it until the kernel runs.
+    let image = unsafe { core::slice::from_raw_parts(params.image.start as *const u8, image_len) };
+    let object = KernelObject::parse(image).unwrap_or_else(|err| fail(&err));
+    let size = object.mem_size() as u64;
+    let start =
+        place_kernel(ram, &loader_range(), &params.image, size).unwrap_or_else(|err| fail(&err));
+
+    // SAFETY: place_kernel chose [start, start + size) inside RAM, above the
+    // loader and outside the image module; it is identity-mapped by the entry code.
+    let memory =
+        unsafe { core::slice::from_raw_parts_mut(start as *mut MaybeUninit<u8>, size as usize) };
+    let loaded = object.load_kernel(memory, start);
+
+    let fdt = crate::fdt::build(ram, params.rsdp, params.cmdline())
+        .unwrap_or_else(|err| fail(&format_args!("device tree: {err:?}")));
+    let fdt = alloc::vec::Vec::leak(fdt);
+
+    let boot_info = BootInfo {
+        hardware_info: HardwareInfo {
+            phys_addr_range: 0..ram_end(ram),
+            serial_port_base: SerialPortBase::new(COM1),
+            device_tree: DeviceTreeAddress::new(fdt.as_ptr() as u64),
+        },
+        load_info: loaded.load_info,
+        platform_info: PlatformInfo::Fdt,
+    };
+    // SAFETY: first and only use of RAW_BOOT_INFO.
+    let raw = unsafe { RAW_BOOT_INFO.get_mut() }.write(RawBootInfo::from(boot_info));
+
+    // SAFETY: first and only use of PAGE_TABLES; the tables live in the
+    // loader's image, which is identity-mapped, so their address is physical.
+    let tables = unsafe { PAGE_TABLES.get_mut() };
+    tables
+        .build(ram, |t: &Table| t as *const Table as u64)
+        .unwrap_or_else(|err| fail(&err));
+    let pml4 = &raw const tables.pml4 as u64;
+
+    // SAFETY: first and only use of KERNEL_STACK. The kernel takes rsp as the
+    // low end of its KERNEL_STACK_SIZE boot stack.
+    let stack = unsafe { KERNEL_STACK.get_mut() }.0.as_mut_ptr() as u64;
+    let raw = raw as *const RawBootInfo as u64;
+
+    // SAFETY: the new tables identity-map this code, its data, the boot info,
+    // the device tree, the stack and the kernel; the kernel's entry takes
+    // (rdi = boot info, esi = CPU 0) and never returns.
+    unsafe {
+        asm!(
+            "mov cr3, {pml4}",
+            "mov rsp, rcx",
+            "xor esi, esi",
+            "jmp rax",
+            pml4 = in(reg) pml4,
+            in("rcx") stack,
+            in("rax") loaded.entry_point,
+            in("rdi") raw,
+            options(noreturn)
+        );
+    }
+}
