@@ -306,6 +306,9 @@ extern "C" fn loader_main(start_info_addr: u32) -> ! {
     // SAFETY: module 0 lies below 4 GiB (checked by IdentityMapped when read
     // above) and nothing writes to it until the kernel runs.
     let image = unsafe { core::slice::from_raw_parts(params.image.start as *const u8, image_len) };
+    if let Err(problem) = crate::elf_check::check(image) {
+        fail(&problem);
+    }
     let object = KernelObject::parse(image).unwrap_or_else(|err| fail(&err));
     let size = object.mem_size() as u64;
     let start =

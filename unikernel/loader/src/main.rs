@@ -17,6 +17,7 @@ extern crate alloc;
 
 #[cfg(target_os = "none")]
 mod boot;
+mod elf_check;
 mod fdt;
 mod layout;
 mod paging;

@@ -1,0 +1,677 @@
+//! `vigil-build build`: kernel, builtins, archive post-processing, service and
+//! loader, from a clean checkout to the two bootable files.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use object::{Object, ObjectSection};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::archive;
+use crate::error::{BuildError, Result};
+use crate::flavor::Flavor;
+use crate::toolchain::Toolchain;
+
+/// The kernel release the image is built from.
+pub const KERNEL_VERSION: &str = "0.11.0";
+/// File name of the built image (kernel and service in one ELF).
+pub const IMAGE_FILE: &str = "vigil-image";
+/// File name of the built loader.
+pub const LOADER_FILE: &str = "vigil-loader";
+/// File name of the build description.
+pub const INFO_FILE: &str = "build.json";
+/// Schema name written into [`BuildInfo::schema`].
+pub const INFO_SCHEMA: &str = "vigil.build-info.v1";
+
+const KERNEL_TARGET: &str = "x86_64-unknown-none";
+const APP_TARGET: &str = "x86_64-unknown-hermit";
+/// Bumped whenever the post-processing changes, to invalidate cached archives.
+const POSTPROCESS_VERSION: &str = "1";
+
+/// What to build, and where.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// The Vigil checkout.
+    pub project_dir: PathBuf,
+    /// Which image.
+    pub flavor: Flavor,
+    /// Where the artifacts go (default: `target/vigil/<flavor>`).
+    pub out_dir: Option<PathBuf>,
+    /// Only step lines, no cargo output.
+    pub quiet: bool,
+}
+
+/// A built file, as recorded in `build.json`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Artifact {
+    /// File name inside the output directory.
+    pub file: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// The kernel that went into the image.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct KernelInfo {
+    /// Crate name on the registry.
+    #[serde(rename = "crate")]
+    pub krate: &'static str,
+    /// Its version.
+    pub version: &'static str,
+    /// The cargo features it was built with.
+    pub features: Vec<&'static str>,
+}
+
+/// `build.json`: what was built, from what, with what.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// Always [`INFO_SCHEMA`].
+    pub schema: &'static str,
+    /// The flavor.
+    pub flavor: Flavor,
+    /// The NIC the image drives.
+    pub nic: &'static str,
+    /// The QEMU machine it is meant for.
+    pub machine: &'static str,
+    /// The image.
+    pub image: Artifact,
+    /// The loader.
+    pub loader: Artifact,
+    /// The pinned toolchain.
+    pub toolchain: String,
+    /// `rustc -V` of it.
+    pub rustc: String,
+    /// The kernel.
+    pub kernel: KernelInfo,
+    /// `git rev-parse HEAD` of the checkout (`-dirty` if it had changes), if known.
+    pub source_revision: Option<String>,
+    /// The timestamp builds are pinned to.
+    pub source_date_epoch: u64,
+}
+
+/// Numbered step lines on stderr.
+struct Progress {
+    total: usize,
+    current: usize,
+    started: Instant,
+}
+
+impl Progress {
+    fn step(&mut self, what: &str) -> Instant {
+        self.current += 1;
+        eprintln!("[{}/{}] {what}", self.current, self.total);
+        Instant::now()
+    }
+
+    fn done(&self, since: Instant, note: &str) {
+        let note = if note.is_empty() {
+            String::new()
+        } else {
+            format!(": {note}")
+        };
+        eprintln!("      done in {:.1} s{note}", since.elapsed().as_secs_f64());
+    }
+}
+
+/// A command line as text, for error messages.
+pub fn display_command(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `command` to completion, output going to the terminal.
+pub fn run_step(step: &'static str, command: &mut Command) -> Result<()> {
+    let status = command.status().map_err(|source| BuildError::Spawn {
+        step,
+        program: command.get_program().to_string_lossy().into_owned(),
+        source,
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::StepFailed {
+            step,
+            command: display_command(command),
+            status: status.to_string(),
+        })
+    }
+}
+
+/// Lower-case hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(BuildError::io("reading", path))?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where everything goes.
+struct Paths {
+    project: PathBuf,
+    unikernel: PathBuf,
+    work: PathBuf,
+    out: PathBuf,
+}
+
+impl Paths {
+    fn new(options: &BuildOptions) -> Result<Self> {
+        let project = options.project_dir.clone();
+        let unikernel = project.join("unikernel");
+        if !unikernel.join("Cargo.toml").is_file() {
+            return Err(BuildError::NotAProject { path: project });
+        }
+        let work = project.join("target").join("vigil");
+        let out = options
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| work.join(options.flavor.name()));
+        Ok(Self {
+            project,
+            unikernel,
+            work,
+            out,
+        })
+    }
+}
+
+/// Flags every image part is compiled with: paths inside the binaries are
+/// rewritten to fixed names, so two checkouts in different places (or two
+/// users' cargo homes) give the same bytes.
+fn remap_flags(paths: &Paths, toolchain: &Toolchain) -> Vec<String> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let mut flags = vec![
+        format!("--remap-path-prefix={}=/vigil", paths.project.display()),
+        format!(
+            "--remap-path-prefix={}=/toolchain",
+            toolchain.sysroot.display()
+        ),
+    ];
+    if let Some(cargo_home) = cargo_home {
+        flags.push(format!(
+            "--remap-path-prefix={}=/cargo",
+            cargo_home.display()
+        ));
+    }
+    flags
+}
+
+fn encoded_rustflags(flags: &[String]) -> OsString {
+    flags.join("\x1f").into()
+}
+
+/// `git`'s idea of the checkout's revision, if git and a repository exist.
+fn source_revision(project: &Path) -> Option<String> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(project)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let revision = git(&["rev-parse", "HEAD"])?;
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty {
+        format!("{revision}-dirty")
+    } else {
+        revision
+    })
+}
+
+/// `SOURCE_DATE_EPOCH` if set, else the last commit's time, else 0.
+fn source_date_epoch(project: &Path) -> u64 {
+    if let Some(epoch) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return epoch;
+    }
+    Command::new("git")
+        .arg("-C")
+        .arg(project)
+        .args(["log", "-1", "--format=%ct"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Downloads the kernel source through cargo (registry only, checksum-pinned
+/// by `unikernel/kernel/Cargo.lock`) and returns its manifest path.
+fn kernel_source(paths: &Paths, toolchain: &Toolchain, quiet: bool) -> Result<PathBuf> {
+    let manifest = paths.unikernel.join("kernel").join("Cargo.toml");
+    let mut command = toolchain.cargo();
+    command
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .args(["--filter-platform", KERNEL_TARGET])
+        .arg("--manifest-path")
+        .arg(&manifest);
+    if quiet {
+        command.arg("--quiet");
+    }
+    let failure = |reason: String| BuildError::KernelSource {
+        version: KERNEL_VERSION,
+        reason,
+    };
+    let output = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|err| failure(format!("could not run cargo: {err}")))?;
+    if !output.status.success() {
+        return Err(failure(format!(
+            "`{}` exited with {}",
+            display_command(&command),
+            output.status
+        )));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|err| failure(format!("cargo metadata printed invalid JSON: {err}")))?;
+    metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "hermit-kernel" && p["version"] == KERNEL_VERSION)
+        .and_then(|p| p["manifest_path"].as_str())
+        .map(PathBuf::from)
+        .ok_or_else(|| failure("no hermit-kernel package in cargo metadata".into()))
+}
+
+fn build_kernel(
+    paths: &Paths,
+    toolchain: &Toolchain,
+    options: &BuildOptions,
+    manifest: &Path,
+    rustflags: &[String],
+) -> Result<PathBuf> {
+    let target_dir = paths.work.join(format!("kernel-{}", options.flavor.name()));
+    let mut flags = vec!["-Zmutable-noalias=no".to_owned()];
+    flags.extend_from_slice(rustflags);
+    let mut command = toolchain.cargo();
+    command
+        .current_dir(&paths.project)
+        .args(["build", "--release", "--locked", "--target", KERNEL_TARGET])
+        .args([
+            "-Zbuild-std=core,alloc",
+            "-Zbuild-std-features=compiler-builtins-mem",
+        ])
+        .args(["--no-default-features", "--features"])
+        .arg(options.flavor.kernel_features().join(","))
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", encoded_rustflags(&flags));
+    if options.quiet {
+        command.arg("--quiet");
+    }
+    run_step("building the kernel", &mut command)?;
+    let archive = target_dir
+        .join(KERNEL_TARGET)
+        .join("release")
+        .join("libhermit.a");
+    expect_file(&archive)?;
+    Ok(archive)
+}
+
+/// One `cargo build` in the guest workspace.
+struct GuestBuild<'a> {
+    /// Step name for errors.
+    step: &'static str,
+    /// Package, target and -Z arguments.
+    args: &'a [&'a str],
+    /// Its own target directory (each target and flag set gets one).
+    target_dir: PathBuf,
+    /// Compiler flags.
+    rustflags: Vec<String>,
+    /// The post-processed kernel archive's directory, for the service.
+    hermit_lib_dir: Option<&'a Path>,
+}
+
+impl GuestBuild<'_> {
+    fn run(&self, paths: &Paths, toolchain: &Toolchain, quiet: bool) -> Result<()> {
+        let mut command = toolchain.cargo();
+        command
+            .current_dir(&paths.unikernel)
+            .args(["build", "--release", "--locked"])
+            .args(self.args)
+            .arg("--manifest-path")
+            .arg(paths.unikernel.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&self.target_dir)
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                encoded_rustflags(&self.rustflags),
+            );
+        if let Some(dir) = self.hermit_lib_dir {
+            command.env("VIGIL_HERMIT_LIB_DIR", dir);
+        }
+        if quiet {
+            command.arg("--quiet");
+        }
+        run_step(self.step, &mut command)
+    }
+}
+
+fn expect_file(path: &Path) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(BuildError::BadArtifact {
+            path: path.to_owned(),
+            problem: "the build step reported success but did not produce this file".into(),
+        })
+    }
+}
+
+/// Makes `lib_dir/libhermit.a` from the kernel and builtins archives, unless
+/// an identical one is already there. Returns whether it was (re)made.
+fn postprocess(
+    toolchain: &Toolchain,
+    kernel: &Path,
+    builtins: &Path,
+    exports_file: &Path,
+    lib_dir: &Path,
+) -> Result<bool> {
+    let exports_text =
+        std::fs::read_to_string(exports_file).map_err(BuildError::io("reading", exports_file))?;
+    let stamp_value = format!(
+        "{POSTPROCESS_VERSION} {} {} {}",
+        sha256_file(kernel)?,
+        sha256_file(builtins)?,
+        hex(&Sha256::digest(exports_text.as_bytes()))
+    );
+    let output = lib_dir.join("libhermit.a");
+    let stamp = lib_dir.join("libhermit.a.stamp");
+    if output.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == stamp_value) {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(lib_dir).map_err(BuildError::io("creating", lib_dir))?;
+    let objcopy = toolchain.llvm_tool("llvm-objcopy")?;
+    let ar = toolchain.llvm_tool("llvm-ar")?;
+
+    let staging = lib_dir.join("libhermit.a.partial");
+    std::fs::copy(kernel, &staging).map_err(BuildError::io("copying", kernel))?;
+    let kernel_keep = archive::kernel_exports(&staging)?;
+    archive::retain_symbols(&objcopy, &staging, &kernel_keep, "hermit")?;
+
+    let builtins_copy = lib_dir.join("libvigil_builtins.a");
+    std::fs::copy(builtins, &builtins_copy).map_err(BuildError::io("copying", builtins))?;
+    let builtins_keep: BTreeSet<String> = exports_text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let (defined, _) = archive::defined_symbols(&builtins_copy, "")?;
+    if let Some(missing) = builtins_keep.iter().find(|s| !defined.contains(*s)) {
+        return Err(BuildError::BadArtifact {
+            path: builtins_copy,
+            problem: format!(
+                "does not define `{missing}`, which {} lists",
+                exports_file.display()
+            ),
+        });
+    }
+    archive::retain_symbols(&objcopy, &builtins_copy, &builtins_keep, "hermit_builtins")?;
+    archive::append(&ar, &staging, &builtins_copy)?;
+    archive::set_osabi_standalone(&staging)?;
+
+    std::fs::rename(&staging, &output).map_err(BuildError::io("writing", &output))?;
+    std::fs::write(&stamp, stamp_value).map_err(BuildError::io("writing", &stamp))?;
+    Ok(true)
+}
+
+/// Checks that `path` is a Hermit application image.
+fn check_image(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(BuildError::io("reading", path))?;
+    let bad = |problem: &str| BuildError::BadArtifact {
+        path: path.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let file = object::File::parse(&*bytes).map_err(|_| bad("not an ELF file"))?;
+    if bytes.get(7) != Some(&0xff) {
+        return Err(bad(
+            "ELF OSABI is not standalone (0xFF): not a Hermit image",
+        ));
+    }
+    if file.section_by_name(".note.hermit.entry-version").is_none() {
+        return Err(bad(
+            "has no .note.hermit.entry-version: not linked with the Hermit kernel",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `path` is an ELF with a Xen PVH entry note.
+fn check_loader(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(BuildError::io("reading", path))?;
+    let file = object::File::parse(&*bytes).map_err(|_| BuildError::BadArtifact {
+        path: path.to_owned(),
+        problem: "not an ELF file".into(),
+    })?;
+    let note = file
+        .section_by_name(".note.Xen")
+        .and_then(|s| s.data().ok());
+    // namesz 4, descsz 8, type 18 (XEN_ELFNOTE_PHYS32_ENTRY), "Xen\0".
+    let expected_head = [4u32, 8, 18].map(u32::to_le_bytes).concat();
+    match note {
+        Some(data) if data.starts_with(&expected_head) && data[12..].starts_with(b"Xen\0") => {
+            Ok(())
+        }
+        _ => Err(BuildError::BadArtifact {
+            path: path.to_owned(),
+            problem: "has no Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)".into(),
+        }),
+    }
+}
+
+/// Copies `from` into `dir/name` through a temporary file and a rename, so
+/// the output is never half-written.
+fn install(from: &Path, dir: &Path, name: &str) -> Result<Artifact> {
+    let to = dir.join(name);
+    let partial = dir.join(format!(".{name}.partial"));
+    std::fs::copy(from, &partial).map_err(BuildError::io("writing", &partial))?;
+    std::fs::rename(&partial, &to).map_err(BuildError::io("writing", &to))?;
+    let bytes = std::fs::metadata(&to)
+        .map_err(BuildError::io("reading", &to))?
+        .len();
+    Ok(Artifact {
+        file: name.to_owned(),
+        bytes,
+        sha256: sha256_file(&to)?,
+    })
+}
+
+/// Runs the whole build and writes the artifacts and `build.json`.
+pub fn build(options: &BuildOptions) -> Result<(BuildInfo, PathBuf)> {
+    let paths = Paths::new(options)?;
+    let started = Instant::now();
+    let mut progress = Progress {
+        total: 7,
+        current: 0,
+        started,
+    };
+    eprintln!(
+        "vigil-build: image flavor `{}` ({})",
+        options.flavor.name(),
+        options.flavor.describe()
+    );
+
+    let channel = crate::toolchain::pinned_channel(&paths.unikernel.join("rust-toolchain.toml"))?;
+    let t = progress.step(&format!(
+        "toolchain {channel} with {}",
+        crate::toolchain::COMPONENTS.join(", ")
+    ));
+    let (toolchain, installed) = Toolchain::ensure(&channel)?;
+    progress.done(
+        t,
+        if installed {
+            "installed"
+        } else {
+            "already installed"
+        },
+    );
+
+    let rustflags = remap_flags(&paths, &toolchain);
+    let epoch = source_date_epoch(&paths.project);
+
+    let t = progress.step(&format!(
+        "hermit-kernel {KERNEL_VERSION} source (crates.io, checksum-pinned)"
+    ));
+    let kernel_manifest = kernel_source(&paths, &toolchain, options.quiet)?;
+    progress.done(
+        t,
+        &kernel_manifest
+            .parent()
+            .unwrap_or(&kernel_manifest)
+            .display()
+            .to_string(),
+    );
+
+    let features = options.flavor.kernel_features();
+    let t = progress.step(&format!("kernel ({})", features.join(", ")));
+    let kernel_archive = build_kernel(&paths, &toolchain, options, &kernel_manifest, &rustflags)?;
+    progress.done(t, "");
+
+    let t = progress.step("kernel builtins (memory functions, libm)");
+    let builtins_target = paths.work.join("builtins");
+    GuestBuild {
+        step: "building the builtins",
+        args: &[
+            "-p",
+            "vigil-builtins",
+            "--target",
+            APP_TARGET,
+            "-Zbuild-std=core",
+            "-Zbuild-std-features=compiler-builtins-mem",
+        ],
+        target_dir: builtins_target.clone(),
+        rustflags: rustflags.clone(),
+        hermit_lib_dir: None,
+    }
+    .run(&paths, &toolchain, options.quiet)?;
+    let builtins_archive = builtins_target
+        .join(APP_TARGET)
+        .join("release")
+        .join("libvigil_builtins.a");
+    expect_file(&builtins_archive)?;
+    progress.done(t, "");
+
+    let t = progress.step("kernel archive post-processing (private symbols, builtins, OSABI)");
+    let lib_dir = paths.work.join(format!("lib-{}", options.flavor.name()));
+    let remade = postprocess(
+        &toolchain,
+        &kernel_archive,
+        &builtins_archive,
+        &paths.unikernel.join("builtins").join("exports"),
+        &lib_dir,
+    )?;
+    progress.done(t, if remade { "made" } else { "unchanged, cached" });
+
+    let t = progress.step("service for x86_64-unknown-hermit, linked with the kernel");
+    let app_target = paths.work.join("app");
+    GuestBuild {
+        step: "building the service",
+        args: &[
+            "-p",
+            "vigil-service",
+            "--bin",
+            "vigil-service",
+            "--target",
+            APP_TARGET,
+            "-Zbuild-std=std,panic_abort",
+        ],
+        target_dir: app_target.clone(),
+        rustflags: rustflags.clone(),
+        hermit_lib_dir: Some(&lib_dir),
+    }
+    .run(&paths, &toolchain, options.quiet)?;
+    let image = app_target
+        .join(APP_TARGET)
+        .join("release")
+        .join("vigil-service");
+    expect_file(&image)?;
+    check_image(&image)?;
+    progress.done(t, "");
+
+    let t = progress.step("loader (PVH entry) for x86_64-unknown-none");
+    let loader_target = paths.work.join("loader");
+    let mut loader_flags = vec!["-Crelocation-model=static".to_owned()];
+    loader_flags.extend_from_slice(&rustflags);
+    GuestBuild {
+        step: "building the loader",
+        args: &[
+            "-p",
+            "vigil-loader",
+            "--target",
+            KERNEL_TARGET,
+            "-Zbuild-std=core,alloc",
+            "-Zbuild-std-features=compiler-builtins-mem",
+        ],
+        target_dir: loader_target.clone(),
+        rustflags: loader_flags,
+        hermit_lib_dir: None,
+    }
+    .run(&paths, &toolchain, options.quiet)?;
+    let loader = loader_target
+        .join(KERNEL_TARGET)
+        .join("release")
+        .join("vigil-loader");
+    expect_file(&loader)?;
+    check_loader(&loader)?;
+    progress.done(t, "");
+
+    std::fs::create_dir_all(&paths.out).map_err(BuildError::io("creating", &paths.out))?;
+    let info = BuildInfo {
+        schema: INFO_SCHEMA,
+        flavor: options.flavor,
+        nic: options.flavor.nic(),
+        machine: options.flavor.machine(),
+        image: install(&image, &paths.out, IMAGE_FILE)?,
+        loader: install(&loader, &paths.out, LOADER_FILE)?,
+        toolchain: toolchain.name.clone(),
+        rustc: toolchain.rustc_version.clone(),
+        kernel: KernelInfo {
+            krate: "hermit-kernel",
+            version: KERNEL_VERSION,
+            features,
+        },
+        source_revision: source_revision(&paths.project),
+        source_date_epoch: epoch,
+    };
+    let json = serde_json::to_string_pretty(&info).map_err(|err| BuildError::BadArtifact {
+        path: paths.out.join(INFO_FILE),
+        problem: err.to_string(),
+    })? + "\n";
+    let partial = paths.out.join(format!(".{INFO_FILE}.partial"));
+    std::fs::write(&partial, json).map_err(BuildError::io("writing", &partial))?;
+    std::fs::rename(&partial, paths.out.join(INFO_FILE))
+        .map_err(BuildError::io("writing", paths.out.join(INFO_FILE)))?;
+
+    eprintln!(
+        "built {} ({} bytes, sha256 {}) and {} in {:.1} s",
+        paths.out.join(IMAGE_FILE).display(),
+        info.image.bytes,
+        info.image.sha256,
+        LOADER_FILE,
+        progress.started.elapsed().as_secs_f64()
+    );
+    Ok((info, paths.out))
+}

@@ -1,0 +1,153 @@
+//! What can go wrong on the VM host, and the exit code each failure maps to.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes of `vigil-dom0`, documented in its `--help` and the README.
+pub mod exit {
+    /// Success (the guest was stopped on request).
+    pub const OK: u8 = 0;
+    /// An unexpected internal failure.
+    pub const INTERNAL: u8 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// A prerequisite is missing: QEMU, or a built image.
+    pub const MISSING: u8 = 3;
+    /// Bad input: an invalid service setting, a malformed image directory.
+    pub const BAD_INPUT: u8 = 4;
+    /// A host resource is unavailable: the port is taken, a directory is not writable.
+    pub const HOST: u8 = 5;
+    /// The guest did not come up: QEMU failed, or the service never answered.
+    pub const BOOT_FAILED: u8 = 6;
+    /// The guest stopped on its own after it had come up.
+    pub const GUEST_EXITED: u8 = 7;
+    /// Interrupted (Ctrl-C or SIGTERM) before the guest was up; it was stopped.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// A failed launch or a failed guest.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// QEMU (or another program) is not installed.
+    #[error("`{program}` was not found on PATH: install the Debian package `{package}`")]
+    MissingProgram {
+        /// The program.
+        program: &'static str,
+        /// The package that provides it.
+        package: &'static str,
+    },
+    /// The image directory lacks a file.
+    #[error("{path} does not exist: build the image first with `vigil-build build`")]
+    MissingImage {
+        /// The missing file.
+        path: PathBuf,
+    },
+    /// `build.json` is unreadable or says something unexpected.
+    #[error("{path}: {problem}")]
+    BadImageDir {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A `--set name=value` that the service would refuse.
+    #[error("invalid service setting: {0}")]
+    BadSetting(String),
+    /// The host port for the guest's service is already taken.
+    #[error("port {port} on 127.0.0.1 is already in use; pick another with --port")]
+    PortInUse {
+        /// The port.
+        port: u16,
+    },
+    /// Reading or writing a file or directory failed.
+    #[error("{action} {path}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// QEMU could not be started.
+    #[error("could not start {program}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// QEMU exited before the service answered.
+    #[error("QEMU exited ({status}) before the service answered{}", console_tail(.console))]
+    QemuExited {
+        /// How QEMU ended.
+        status: String,
+        /// The last lines of the guest's console.
+        console: String,
+    },
+    /// The service did not answer in time.
+    #[error("the service did not answer /healthz within {seconds} s{}", console_tail(.console))]
+    BootTimeout {
+        /// The time limit.
+        seconds: u64,
+        /// The last lines of the guest's console.
+        console: String,
+    },
+    /// The QEMU monitor (QMP) failed.
+    #[error("QMP: {0}")]
+    Qmp(String),
+    /// A signal arrived before the guest was up; the guest was stopped.
+    #[error("interrupted while the guest was booting; it was stopped")]
+    Interrupted,
+    /// The guest stopped on its own after it had come up.
+    #[error("the guest stopped on its own ({status}){}", console_tail(.console))]
+    GuestExited {
+        /// How QEMU ended.
+        status: String,
+        /// The last lines of the guest's console.
+        console: String,
+    },
+}
+
+fn console_tail(console: &str) -> String {
+    if console.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; last console lines:\n{console}")
+    }
+}
+
+impl LaunchError {
+    /// The documented exit code for this failure.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Self::MissingProgram { .. } | Self::MissingImage { .. } => exit::MISSING,
+            Self::BadImageDir { .. } | Self::BadSetting(_) => exit::BAD_INPUT,
+            Self::PortInUse { .. } | Self::Io { .. } => exit::HOST,
+            Self::Spawn { .. }
+            | Self::QemuExited { .. }
+            | Self::BootTimeout { .. }
+            | Self::Qmp(_) => exit::BOOT_FAILED,
+            Self::GuestExited { .. } => exit::GUEST_EXITED,
+            Self::Interrupted => exit::INTERRUPTED,
+        })
+    }
+
+    /// Wraps an I/O error with what was being done to which path.
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = LaunchError> = std::result::Result<T, E>;

@@ -1,0 +1,436 @@
+//! The QEMU backend: boot a loader and an image, forward a loopback port,
+//! wait for the service, stop cleanly.
+
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use vigil_core::v1::config::ServiceConfig;
+
+use crate::error::{LaunchError, Result};
+use crate::health;
+use crate::image::{BootImage, Flavor};
+use crate::qmp::Qmp;
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+/// The Debian package that provides it.
+pub const QEMU_PACKAGE: &str = "qemu-system-x86";
+/// The I/O port of QEMU's `isa-debug-exit` device, which Hermit writes its
+/// exit status to on shutdown.
+const DEBUG_EXIT_PORT: &str = "0xf4";
+
+/// How the guest's CPU is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization (`-accel kvm -cpu host`).
+    Kvm,
+    /// QEMU's binary translation (`-accel tcg -cpu max`).
+    Tcg,
+}
+
+impl Accel {
+    /// The name QEMU and humans use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        }
+    }
+}
+
+/// Everything that describes one QEMU guest.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    /// What to boot.
+    pub image: BootImage,
+    /// How to run it.
+    pub accel: Accel,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// The whole kernel command line.
+    pub cmdline: String,
+    /// `(host port on 127.0.0.1, guest port)` to forward, if any.
+    pub forward: Option<(u16, u16)>,
+    /// Where the guest's serial console is written.
+    pub console: PathBuf,
+    /// Where QEMU's QMP socket is created.
+    pub qmp: PathBuf,
+}
+
+/// The kernel command line that hands `config` to the service: Hermit gives
+/// every word after `--` to the application.
+pub fn kernel_cmdline(config: &ServiceConfig) -> String {
+    let mut line = String::from("-- ");
+    // Writing to a String cannot fail.
+    let _ = config.write_args(&mut line);
+    line
+}
+
+fn os(s: impl Into<OsString>) -> OsString {
+    s.into()
+}
+
+impl QemuConfig {
+    /// QEMU's arguments for this guest.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let machine = match self.image.flavor {
+            Flavor::Hvm | Flavor::Virtio => "pc",
+            Flavor::Microvm => "microvm,ioapic2=off",
+        };
+        let cpu = match self.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => "max",
+        };
+        args.extend(
+            [
+                "-machine",
+                machine,
+                "-accel",
+                self.accel.name(),
+                "-cpu",
+                cpu,
+            ]
+            .map(os),
+        );
+        args.extend([
+            os("-smp"),
+            os(self.cpus.to_string()),
+            os("-m"),
+            os(format!("{}M", self.memory_mib)),
+        ]);
+        args.extend(
+            [
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+            ]
+            .map(os),
+        );
+
+        let mut console = OsString::from("file,id=console,path=");
+        console.push(&self.console);
+        args.extend([
+            os("-chardev"),
+            console,
+            os("-serial"),
+            os("chardev:console"),
+        ]);
+        let mut qmp = OsString::from("unix:");
+        qmp.push(&self.qmp);
+        qmp.push(",server=on,wait=off");
+        args.extend([os("-qmp"), qmp, os("-monitor"), os("none")]);
+        args.extend([
+            os("-device"),
+            os(format!(
+                "isa-debug-exit,iobase={DEBUG_EXIT_PORT},iosize=0x04"
+            )),
+        ]);
+
+        let mut netdev = String::from("user,id=net0");
+        if let Some((host, guest)) = self.forward {
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+        }
+        let nic = match self.image.flavor {
+            Flavor::Hvm => "rtl8139,netdev=net0",
+            Flavor::Virtio => "virtio-net-pci,netdev=net0,disable-legacy=on",
+            Flavor::Microvm => "virtio-net-device,netdev=net0",
+        };
+        if self.image.flavor == Flavor::Microvm {
+            args.extend([os("-global"), os("virtio-mmio.force-legacy=false")]);
+        }
+        args.extend([os("-netdev"), os(netdev), os("-device"), os(nic)]);
+
+        args.extend([
+            os("-kernel"),
+            os(&self.image.loader),
+            os("-initrd"),
+            os(&self.image.image),
+            os("-append"),
+            os(&self.cmdline),
+        ]);
+        args
+    }
+
+    /// Starts QEMU. The returned [`Guest`] stops it when dropped.
+    pub fn spawn(&self) -> Result<Guest> {
+        let program = which::which(QEMU).map_err(|_| LaunchError::MissingProgram {
+            program: QEMU,
+            package: QEMU_PACKAGE,
+        })?;
+        let _ = std::fs::remove_file(&self.qmp);
+        let child = Command::new(&program)
+            .args(self.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| LaunchError::Spawn {
+                program: program.display().to_string(),
+                source,
+            })?;
+        Ok(Guest {
+            child: Some(child),
+            qmp: self.qmp.clone(),
+            console: self.console.clone(),
+        })
+    }
+}
+
+/// A running QEMU. Dropping it kills QEMU, so no error path leaves one behind.
+#[derive(Debug)]
+pub struct Guest {
+    child: Option<Child>,
+    qmp: PathBuf,
+    console: PathBuf,
+}
+
+/// How a guest ended, from QEMU's exit status.
+pub fn describe_exit(status: ExitStatus) -> String {
+    // isa-debug-exit makes QEMU exit with (value << 1) | 1; Hermit writes 1
+    // on a clean shutdown and 0 on a failed one.
+    match status.code() {
+        Some(0) => "QEMU quit".to_owned(),
+        Some(3) => "the guest shut down: its service exited with status 0".to_owned(),
+        Some(1) => "the guest shut down with an error, or QEMU failed".to_owned(),
+        Some(code) => format!("QEMU exited with status {code}"),
+        None => format!("QEMU was killed ({status})"),
+    }
+}
+
+impl Guest {
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The console log.
+    pub fn console_path(&self) -> &Path {
+        &self.console
+    }
+
+    /// The last `lines` lines of the guest's console.
+    pub fn console_tail(&self, lines: usize) -> String {
+        let text = std::fs::read(&self.console).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// QEMU's own error output, once it has exited.
+    fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(stderr) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text.trim().to_owned()
+    }
+
+    /// Whether QEMU has exited, and how.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits until `GET /healthz` on 127.0.0.1:`port` answers 200. Returns
+    /// how long that took from the call. Fails early if QEMU exits, or if
+    /// `cancel` becomes true.
+    pub fn wait_healthy(
+        &mut self,
+        port: u16,
+        timeout: Duration,
+        cancel: &AtomicBool,
+    ) -> Result<Duration> {
+        let started = Instant::now();
+        let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(LaunchError::Interrupted);
+            }
+            if let Some(status) = self.try_exit() {
+                let qemu = self.stderr();
+                let mut console = self.console_tail(20);
+                if !qemu.is_empty() {
+                    console = format!("{console}\n(QEMU) {qemu}");
+                }
+                return Err(LaunchError::QemuExited {
+                    status: describe_exit(status),
+                    console,
+                });
+            }
+            if health::probe(addr, health::PROBE_TIMEOUT) {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                return Err(LaunchError::BootTimeout {
+                    seconds: timeout.as_secs(),
+                    console: self.console_tail(20),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the console contains `marker`, QEMU exits, or the VM stops
+    /// running (as KVM does on an emulation failure: it pauses the VM).
+    /// Returns whether the marker appeared.
+    pub fn wait_console(&mut self, marker: &str, timeout: Duration) -> bool {
+        let started = Instant::now();
+        let mut qmp = None;
+        while started.elapsed() < timeout {
+            if std::fs::read(&self.console)
+                .is_ok_and(|text| text.windows(marker.len()).any(|w| w == marker.as_bytes()))
+            {
+                return true;
+            }
+            if self.try_exit().is_some() {
+                return false;
+            }
+            if qmp.is_none() {
+                qmp = Qmp::connect(&self.qmp, Duration::from_secs(1)).ok();
+            }
+            if let Some(session) = qmp.as_mut() {
+                match session.status() {
+                    Ok(status) if status == "running" => {}
+                    _ => return false,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Stops QEMU: `quit` over QMP, then a kill if it has not exited within
+    /// `grace`. Returns how QEMU ended.
+    pub fn stop(mut self, grace: Duration) -> Result<ExitStatus> {
+        if let Some(status) = self.try_exit() {
+            self.child = None;
+            return Ok(status);
+        }
+        if let Ok(mut qmp) = Qmp::connect(&self.qmp, grace) {
+            let _ = qmp.execute("quit");
+        }
+        let started = Instant::now();
+        while started.elapsed() < grace {
+            if let Some(status) = self.try_exit() {
+                self.child = None;
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| LaunchError::Qmp("no QEMU process".into()))?;
+        let _ = child.kill();
+        child.wait().map_err(|source| LaunchError::Spawn {
+            program: QEMU.into(),
+            source,
+        })
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.qmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(flavor: Flavor, accel: Accel) -> QemuConfig {
+        QemuConfig {
+            image: BootImage {
+                loader: "/img/vigil-loader".into(),
+                image: "/img/vigil-image".into(),
+                flavor,
+            },
+            accel,
+            memory_mib: 512,
+            cpus: 1,
+            cmdline: kernel_cmdline(&ServiceConfig::default()),
+            forward: Some((18080, 8080)),
+            console: "/run/console.log".into(),
+            qmp: "/run/qmp.sock".into(),
+        }
+    }
+
+    fn joined(config: &QemuConfig) -> String {
+        config
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn hvm_flavor_under_tcg() {
+        let line = joined(&config(Flavor::Hvm, Accel::Tcg));
+        assert!(line.starts_with("-machine pc -accel tcg -cpu max -smp 1 -m 512M -nodefaults"));
+        assert!(line.contains(
+            "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:18080-:8080 -device rtl8139,netdev=net0"
+        ));
+        assert!(
+            line.contains("-chardev file,id=console,path=/run/console.log -serial chardev:console")
+        );
+        assert!(line.contains("-qmp unix:/run/qmp.sock,server=on,wait=off -monitor none"));
+        assert!(line.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
+        assert!(line.contains("-kernel /img/vigil-loader -initrd /img/vigil-image -append"));
+    }
+
+    #[test]
+    fn forwarding_binds_loopback_only() {
+        let line = joined(&config(Flavor::Hvm, Accel::Tcg));
+        assert!(line.contains("hostfwd=tcp:127.0.0.1:"));
+        let mut probe = config(Flavor::Hvm, Accel::Kvm);
+        probe.forward = None;
+        let line = joined(&probe);
+        assert!(line.contains("-netdev user,id=net0 "));
+        assert!(line.contains("-accel kvm -cpu host"));
+    }
+
+    #[test]
+    fn other_flavors_pick_their_nic_and_machine() {
+        let line = joined(&config(Flavor::Virtio, Accel::Tcg));
+        assert!(line.contains("-device virtio-net-pci,netdev=net0,disable-legacy=on"));
+        let line = joined(&config(Flavor::Microvm, Accel::Tcg));
+        assert!(line.starts_with("-machine microvm,ioapic2=off"));
+        assert!(line.contains("-global virtio-mmio.force-legacy=false"));
+        assert!(line.contains("-device virtio-net-device,netdev=net0"));
+    }
+
+    #[test]
+    fn the_command_line_carries_the_service_config() {
+        let mut service = ServiceConfig::default();
+        service.set("port", "9090").unwrap();
+        let line = kernel_cmdline(&service);
+        assert!(line.starts_with("-- --port=9090 "));
+        let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+        assert_eq!(ServiceConfig::from_args(words).unwrap(), service);
+    }
+
+    #[test]
+    fn exit_statuses_are_explained() {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(describe_exit(ExitStatus::from_raw(3 << 8)).contains("status 0"));
+        assert!(describe_exit(ExitStatus::from_raw(1 << 8)).contains("error"));
+        assert!(describe_exit(ExitStatus::from_raw(9)).contains("killed"));
+    }
+}
