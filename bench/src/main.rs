@@ -1,1 +1,119 @@
-fn main() {}
+//! Command-line front end of `vigil-bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use vigil_bench::http::{self, HttpBench};
+use vigil_bench::wrk::Load;
+
+/// Measures Vigil's costs side by side and writes reports.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Boot-to-first-answer time and HTTP requests/s and latency of the
+    /// unikernel under QEMU, beside the same service as a host process.
+    Http {
+        /// The directory `vigil-build build` wrote.
+        #[arg(long, default_value = "target/vigil/hvm")]
+        image_dir: PathBuf,
+        /// Boots to time.
+        #[arg(long, default_value_t = 5)]
+        boots: usize,
+        /// Seconds per load run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Connection counts to load with (repeatable).
+        #[arg(long = "connections", default_values_t = [4, 64])]
+        connections: Vec<u32>,
+        /// wrk threads.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// The service built for the host (`cargo build --release -p
+        /// vigil-service` in unikernel/); measured beside the unikernel.
+        #[arg(long, default_value = "unikernel/target/release/vigil-service")]
+        host_service: PathBuf,
+        /// Do not measure the host process.
+        #[arg(long)]
+        no_host: bool,
+        /// Where the report goes (a .md file; the numbers go beside it as .json).
+        #[arg(long, default_value = "bench/results/http.md")]
+        out: PathBuf,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    match cli.command {
+        Command::Http {
+            image_dir,
+            boots,
+            seconds,
+            connections,
+            threads,
+            host_service,
+            no_host,
+            out,
+        } => {
+            let host_service = (!no_host).then_some(host_service);
+            if let Some(binary) = &host_service {
+                anyhow::ensure!(
+                    binary.is_file(),
+                    "{} does not exist: build it with `cargo build --release -p vigil-service` \
+                     in unikernel/, or pass --no-host",
+                    binary.display()
+                );
+            }
+            let bench = HttpBench {
+                image_dir,
+                boots,
+                loads: connections
+                    .into_iter()
+                    .map(|connections| Load {
+                        threads: threads.min(connections),
+                        connections,
+                        seconds,
+                    })
+                    .collect(),
+                host_service,
+            };
+            let report = http::run(&bench)?;
+            let machine = vigil_bench::machine_description();
+            let markdown = http::markdown(&report, &command_line, &machine);
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&out, &markdown)
+                .with_context(|| format!("writing {}", out.display()))?;
+            let json = serde_json::json!({ "command": command_line, "machine": machine, "report": report });
+            let json_path = out.with_extension("json");
+            std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
+                .with_context(|| format!("writing {}", json_path.display()))?;
+            print!("{markdown}");
+            eprintln!(
+                "vigil-bench: wrote {} and {}",
+                out.display(),
+                json_path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("vigil-bench: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Load generation with `wrk`, and parsing of its report.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+/// One `wrk` run's parameters.
+#[derive(Clone, Debug, Serialize)]
+pub struct Load {
+    /// Threads.
+    pub threads: u32,
+    /// Open connections (keep-alive).
+    pub connections: u32,
+    /// Seconds.
+    pub seconds: u32,
+}
+
+/// What `wrk --latency` reported.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LoadResult {
+    /// The command that produced it.
+    pub command: String,
+    /// Requests per second.
+    pub requests_per_second: f64,
+    /// Median latency in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency in milliseconds.
+    pub p99_ms: f64,
+    /// Requests completed.
+    pub requests: u64,
+    /// Socket errors and non-2xx/3xx responses.
+    pub errors: u64,
+}
+
+/// Runs `wrk` against `url`.
+pub fn run(url: &str, load: &Load) -> Result<LoadResult> {
+    let args = [
+        format!("-t{}", load.threads),
+        format!("-c{}", load.connections),
+        format!("-d{}s", load.seconds),
+        "--latency".to_owned(),
+        url.to_owned(),
+    ];
+    let command = format!("wrk {}", args.join(" "));
+    let output = Command::new("wrk")
+        .args(&args)
+        .output()
+        .context("running wrk (install the Debian package `wrk`: scripts/install-deps)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "`{command}` failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse(&text, command).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+/// A wrk duration (`812.00us`, `1.20ms`, `2.01s`) in milliseconds.
+fn duration_ms(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let factor = match unit {
+        "us" => 0.001,
+        "ms" => 1.0,
+        "s" => 1000.0,
+        "m" => 60_000.0,
+        _ => return None,
+    };
+    Some(value * factor)
+}
+
+/// Parses the report `wrk --latency` prints.
+pub fn parse(text: &str, command: String) -> Result<LoadResult> {
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let percentile = |p: &str| {
+        field(p)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(duration_ms)
+    };
+    let requests_per_second: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .context("no Requests/sec line")?;
+    let requests = text
+        .lines()
+        .find_map(|line| {
+            let line = line.trim();
+            line.contains("requests in")
+                .then(|| line.split_whitespace().next()?.parse().ok())?
+        })
+        .context("no request count")?;
+    let mut errors = 0;
+    if let Some(socket) = field("Socket errors:") {
+        errors += socket
+            .split(',')
+            .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    if let Some(non2xx) = field("Non-2xx or 3xx responses:") {
+        errors += non2xx.parse::<u64>().unwrap_or(0);
+    }
+    Ok(LoadResult {
+        command,
+        requests_per_second,
+        p50_ms: percentile("50%").context("no 50% latency")?,
+        p99_ms: percentile("99%").context("no 99% latency")?,
+        requests,
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "Running 10s test @ http://127.0.0.1:8080/healthz
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    84.10ms   12.01ms 200.00ms   90.00%
+    Req/Sec   380.12     40.10   450.00     70.00%
+  Latency Distribution
+     50%   82.00ms
+     75%   88.50ms
+     90%   95.10ms
+     99%  130.40ms
+  7602 requests in 10.01s, 1.10MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:    759.46
+Transfer/sec:    112.34KB
+";
+
+    #[test]
+    fn parses_wrk_latency_report() {
+        let result = parse(SAMPLE, "wrk".into()).unwrap();
+        assert_eq!(result.requests_per_second, 759.46);
+        assert_eq!(result.p50_ms, 82.0);
+        assert_eq!(result.p99_ms, 130.4);
+        assert_eq!(result.requests, 7602);
+        assert_eq!(result.errors, 7);
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(duration_ms("812.00us"), Some(0.812));
+        assert_eq!(duration_ms("2.50s"), Some(2500.0));
+        assert_eq!(duration_ms("junk"), None);
+    }
+
+    #[test]
+    fn rejects_other_output() {
+        assert!(parse("nothing useful", "wrk".into()).is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! Keeps the dependency direction true: binaries → libraries → the shared
+//! core, never the other way, and never sideways between the builder (which
+//! will hold signing keys) and the VM-host side. Reads `cargo metadata` of
+//! both workspaces, so a forbidden edge fails a test instead of relying on a
+//! reviewer to notice it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+/// Workspace packages and the Vigil packages each depends on (normal and build deps).
+fn vigil_edges(manifest: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+            "--manifest-path",
+        ])
+        .arg(manifest)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut edges = BTreeMap::new();
+    for package in metadata["packages"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap().to_owned();
+        let deps = package["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["kind"].as_str() != Some("dev"))
+            .filter_map(|d| d["name"].as_str())
+            .filter(|d| d.starts_with("vigil-"))
+            .map(str::to_owned)
+            .collect();
+        edges.insert(name, deps);
+    }
+    edges
+}
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+#[test]
+fn host_workspace_dependencies_point_inward() {
+    let edges = vigil_edges(&root().join("Cargo.toml"));
+    let allowed: BTreeMap<&str, &[&str]> = BTreeMap::from([
+        ("vigil-core", &[][..]),
+        ("vigil-build", &["vigil-core"][..]),
+        ("vigil-dom0", &["vigil-core"][..]),
+        ("vigil-bench", &["vigil-core", "vigil-dom0"][..]),
+    ]);
+    for (package, deps) in &edges {
+        let allowed = allowed
+            .get(package.as_str())
+            .unwrap_or_else(|| panic!("new package {package}: add it to this test"));
+        for dep in deps {
+            assert!(
+                allowed.contains(&dep.as_str()),
+                "{package} must not depend on {dep}"
+            );
+        }
+    }
+}
+
+#[test]
+fn guest_workspace_depends_only_on_the_core() {
+    let edges = vigil_edges(&root().join("unikernel").join("Cargo.toml"));
+    for (package, deps) in &edges {
+        for dep in deps {
+            assert_eq!(dep, "vigil-core", "{package} must not depend on {dep}");
+        }
+    }
+    assert!(edges["vigil-loader"].is_empty(), "the loader stands alone");
+}
