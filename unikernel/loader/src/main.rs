@@ -7,7 +7,7 @@
 //! command line passed through unchanged), builds the page tables Hermit 0.11
 //! expects and jumps to the kernel.
 //!
-//! Only [`boot`] is bare-metal code; the decisions live in modules that are
+//! Only `boot` is bare-metal code; the decisions live in modules that are
 //! unit-tested on the host.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]

@@ -1,17 +1,49 @@
-use std::io::{Read, Write};
+//! The service binary: configuration from the command line, then the server.
+//!
+//! On Hermit the arguments are the words after `--` on the kernel command
+//! line; `argv[0]` is a placeholder.
+
 use std::net::TcpListener;
+use std::process;
+
+use vigil_core::v1::config::{LogLevel, ServiceConfig};
+use vigil_service::log::Logger;
+use vigil_service::server::Server;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = vigil_core::v1::config::ServiceConfig::from_args(args.iter().map(String::as_str))
-        .expect("config");
-    let listener = TcpListener::bind(("0.0.0.0", config.port)).unwrap();
-    eprintln!("vigil: listening on port {}", config.port);
-    for stream in listener.incoming() {
-        let mut stream = stream.unwrap();
-        let mut buf = [0u8; 1024];
-        let _ = stream.read(&mut buf);
-        let _ = stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n");
+    let config = match ServiceConfig::from_args(args.iter().map(String::as_str)) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("vigil-service: invalid configuration: {error}");
+            process::exit(2);
+        }
+    };
+    let log = Logger::new(config.log_level);
+    if log.enabled(LogLevel::Info) {
+        let mut settings = String::new();
+        // Writing to a String cannot fail.
+        let _ = config.write_args(&mut settings);
+        log.log(
+            LogLevel::Info,
+            format_args!("version {} starting: {settings}", env!("CARGO_PKG_VERSION")),
+        );
+    }
+    let server = TcpListener::bind(("0.0.0.0", config.port))
+        .and_then(|listener| Server::new(listener, config));
+    let server = match server {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!(
+                "vigil-service: cannot listen on port {}: {error}",
+                config.port
+            );
+            process::exit(1);
+        }
+    };
+    eprintln!("vigil-service: listening on port {}", config.port);
+    if let Err(error) = server.run() {
+        eprintln!("vigil-service: event loop failed: {error}");
+        process::exit(1);
     }
 }

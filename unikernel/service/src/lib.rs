@@ -1,0 +1,55 @@
+//! Vigil's HTTP microservice: a bounded HTTP/1.1 key-value and status service.
+//!
+//! The same code runs as a Hermit unikernel (`x86_64-unknown-hermit`) and as an
+//! ordinary host program, where it is unit- and integration-tested.
+//!
+//! # Layers
+//! - [`http`]: the I/O-free protocol engine. A [`http::Connection`] takes the
+//!   bytes a client sent and appends the bytes to send back; it frames requests
+//!   (head limits, `Content-Length`, `Expect: 100-continue`, keep-alive,
+//!   pipelining) and hands each complete request to a [`http::Handler`].
+//! - [`app`]: the service itself. [`app::App`] is the [`http::Handler`]: it
+//!   routes requests ([`app::Route`]), owns the key-value [`app::store::Store`]
+//!   and the [`app::metrics::Metrics`], and renders every response.
+//! - [`server`]: the single-threaded `mio` event loop that only moves bytes
+//!   between sockets and connections, enforces idle timeouts and the
+//!   connection limit (with two kinds of helper threads that work around
+//!   Hermit 0.11; see there).
+//! - [`json`]: the strict JSON validator that `PUT` bodies must pass.
+//!
+//! # Running
+//! ```no_run
+//! use std::net::TcpListener;
+//! use vigil_core::v1::config::ServiceConfig;
+//! use vigil_service::server::Server;
+//!
+//! let config = ServiceConfig::default();
+//! let listener = TcpListener::bind(("0.0.0.0", config.port))?;
+//! let server = Server::new(listener, config)?;
+//! let handle = server.handle(); // `handle.stop()` ends `run` from another thread
+//! server.run()?;
+//! # drop(handle);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod app;
+pub mod http;
+pub mod json;
+pub mod log;
+pub mod server;
+
+/// Widens a numeric setting (`u32` in the configuration) for sizes and counts.
+fn setting(value: u32) -> usize {
+    // Every target this runs on has a `usize` of at least 32 bits.
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+#[path = "../tests/support/wire.rs"]
+mod wire;

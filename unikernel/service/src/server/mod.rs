@@ -1,0 +1,376 @@
+//! The event loop: one thread, nonblocking sockets, `mio`.
+//!
+//! The loop only moves bytes between sockets and [`Connection`]s, enforces
+//! idle timeouts and the connection limit. Each wake-up handles every ready
+//! socket, but reads a bounded number of chunks from one before turning to the
+//! next, so no client can monopolize the loop.
+//!
+//! Two helper threads work around Hermit 0.11: an alarm wakes the loop at its
+//! deadlines (Hermit has no `SO_RCVTIMEO`, and its `poll(2)` ignores the
+//! timeout), and closing threads drop sockets (Hermit's close blocks until the
+//! client has closed too).
+
+mod alarm;
+mod closer;
+mod peer;
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+use vigil_core::v1::config::{LogLevel, ServiceConfig};
+
+use self::alarm::{Alarm, Ringer};
+use self::closer::Closer;
+use self::peer::{IoContext, Peer, Progress};
+use crate::app::App;
+use crate::http::{Connection, Limits, Persistence, Response, Status};
+use crate::log::Throttle;
+use crate::setting;
+
+/// The listening socket's token.
+const LISTENER: Token = Token(0);
+/// The alarm's wake-ups.
+const WAKER: Token = Token(1);
+/// Tokens of connections are their slab keys plus this.
+const FIRST_PEER: usize = 2;
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 16 << 10;
+
+/// Chunks read from one connection before the loop turns to the others.
+const READ_BUDGET: usize = 16;
+
+/// Readiness events handled per wake-up.
+const EVENTS_CAPACITY: usize = 256;
+
+/// How long a connection that timed out gets to take its 408 before it is
+/// dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a closed connection keeps draining what the client still sends.
+///
+/// Closing a socket with unread input makes most TCP stacks reset the
+/// connection, which can destroy the last response before the client has read
+/// it. So after `shutdown(Write)` the loop reads and discards until the client
+/// closes or this time is up. Hermit's `shutdown` does nothing (the FIN goes
+/// out when the socket is dropped) and its close never resets: there the
+/// socket is dropped as soon as everything is sent.
+const LINGER: Duration = if cfg!(target_os = "hermit") {
+    Duration::ZERO
+} else {
+    Duration::from_secs(1)
+};
+
+/// The whole response to a connection beyond the limit.
+const TOO_MANY_CONNECTIONS: &[u8] = br#"{"error":"too many connections"}"#;
+
+/// An HTTP server on one listening socket.
+#[derive(Debug)]
+pub struct Server {
+    poll: Poll,
+    /// Accepts connections (nonblocking).
+    listener: std::net::TcpListener,
+    /// The same socket, registered for readiness.
+    readiness: TcpListener,
+    peers: Slab<Peer>,
+    app: App,
+    limits: Limits,
+    idle_timeout: Duration,
+    max_connections: usize,
+    /// Where reads land before they are handed to a connection.
+    scratch: Box<[u8]>,
+    /// The serialized 503 for connections beyond the limit.
+    busy: Vec<u8>,
+    /// Connections that used up their read budget, to drive again soon.
+    again: Vec<usize>,
+    /// The earliest deadline of any connection, if there are any.
+    next_sweep: Option<Instant>,
+    stop: Arc<AtomicBool>,
+    alarm: Alarm,
+    closer: Closer,
+    rejections: Throttle,
+}
+
+/// Stops a running [`Server`] from another thread.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    stop: Arc<AtomicBool>,
+    alarm: Ringer,
+}
+
+impl ServerHandle {
+    /// Makes [`Server::run`] return soon. Connections are dropped, not drained.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.alarm.ring();
+    }
+}
+
+impl Server {
+    /// A server accepting connections on `listener` and serving them as
+    /// `config` says (its `port` is not used: the listener is bound already).
+    ///
+    /// Bind the listener with [`std::net::TcpListener::bind`]: its backlog of
+    /// 128 is the one to have on Hermit, which allocates the buffers of every
+    /// backlog slot up front.
+    pub fn new(listener: std::net::TcpListener, config: ServiceConfig) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let mut readiness = TcpListener::from_std(listener.try_clone()?);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut readiness, LISTENER, Interest::READABLE)?;
+        let alarm = Alarm::start(Waker::new(poll.registry(), WAKER)?)?;
+        let mut busy = Vec::new();
+        Response::json(Status::ServiceUnavailable, TOO_MANY_CONNECTIONS).write_to(
+            &mut busy,
+            false,
+            Persistence::Close,
+        );
+        let app = App::new(config);
+        Ok(Self {
+            poll,
+            listener,
+            readiness,
+            peers: Slab::new(),
+            limits: Limits {
+                max_header_bytes: setting(config.max_header_bytes),
+                max_uri_bytes: setting(config.max_uri_bytes),
+                max_body_bytes: setting(config.max_body_bytes),
+            },
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms.into()),
+            max_connections: setting(config.max_connections),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            busy,
+            again: Vec::new(),
+            next_sweep: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            alarm,
+            closer: Closer::start(app.logger()),
+            rejections: Throttle::default(),
+            app,
+        })
+    }
+
+    /// A handle to stop the server with.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            stop: Arc::clone(&self.stop),
+            alarm: self.alarm.ringer(),
+        }
+    }
+
+    /// Serves until stopped through a [`ServerHandle`]. Fails only if waiting
+    /// for events fails.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut again = Vec::new();
+        while !self.stop.load(Ordering::Acquire) {
+            // Deadlines come from the alarm (see its module), not a timeout.
+            self.alarm.set(self.next_sweep);
+            let timeout = (!self.again.is_empty()).then_some(Duration::ZERO);
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            self.alarm.polled();
+            let now = Instant::now();
+            std::mem::swap(&mut again, &mut self.again);
+            for key in again.drain(..) {
+                self.ready(key, now);
+            }
+            for event in &events {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {}
+                    Token(token) => self.ready(token.wrapping_sub(FIRST_PEER), now),
+                }
+            }
+            self.sweep(now);
+        }
+        self.app
+            .logger()
+            .log(LogLevel::Info, format_args!("stopped"));
+        Ok(())
+    }
+
+    /// Accepts every pending connection.
+    ///
+    /// Accepting goes through std: mio's `accept` rejects the peer address
+    /// Hermit reports (its `sin_family` is std's old `AF_INET` value), after
+    /// having taken the connection. Because mio does not see the
+    /// `WouldBlock` that ends the loop, the registration is re-armed by hand
+    /// (mio's poll(2) selector, used on Hermit, disarms a socket after each
+    /// event until then).
+    fn accept(&mut self, now: Instant) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream, now),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if is_transient(&error) => {}
+                Err(error) => {
+                    self.app
+                        .logger()
+                        .log(LogLevel::Warn, format_args!("accept failed: {error}"));
+                    break;
+                }
+            }
+        }
+        if let Err(error) =
+            self.poll
+                .registry()
+                .reregister(&mut self.readiness, LISTENER, Interest::READABLE)
+        {
+            self.app.logger().log(
+                LogLevel::Error,
+                format_args!("cannot watch the listener: {error}"),
+            );
+        }
+    }
+
+    /// Takes a new connection into service, or turns it away at the limit.
+    fn admit(&mut self, stream: std::net::TcpStream, now: Instant) {
+        if let Err(error) = stream.set_nonblocking(true) {
+            self.app.logger().log(
+                LogLevel::Warn,
+                format_args!("cannot make a connection nonblocking: {error}"),
+            );
+            self.closer.close(TcpStream::from_std(stream));
+            return;
+        }
+        let mut stream = TcpStream::from_std(stream);
+        if self.peers.len() >= self.max_connections {
+            self.turn_away(stream, now);
+            return;
+        }
+        // Best effort: responses are written whole, so Nagle only adds delay.
+        let _ = stream.set_nodelay(true);
+        let entry = self.peers.vacant_entry();
+        let token = Token(entry.key() + FIRST_PEER);
+        if let Err(error) = self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+        {
+            self.app.logger().log(
+                LogLevel::Warn,
+                format_args!("cannot watch a new connection: {error}"),
+            );
+            self.closer.close(stream);
+            return;
+        }
+        let deadline = now + self.idle_timeout;
+        entry.insert(Peer::new(
+            stream,
+            token,
+            Connection::new(self.limits),
+            deadline,
+        ));
+        self.app.metrics_mut().connection_opened();
+        self.schedule(deadline);
+    }
+
+    /// Answers 503 as far as the socket takes it right now, and closes.
+    fn turn_away(&mut self, mut stream: TcpStream, now: Instant) {
+        let sent = stream.write(&self.busy).unwrap_or(0);
+        let metrics = self.app.metrics_mut();
+        metrics.record_sent(sent);
+        metrics.connection_rejected();
+        let limit = self.max_connections;
+        self.app.logger().warn_throttled(
+            &mut self.rejections,
+            now,
+            format_args!("turned a connection away: {limit} connections in service"),
+        );
+        self.closer.close(stream);
+    }
+
+    /// Lets connection `key` make progress after readiness or a budget break.
+    fn ready(&mut self, key: usize, now: Instant) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        let mut io = IoContext {
+            registry: self.poll.registry(),
+            scratch: &mut self.scratch,
+            now,
+            idle_timeout: self.idle_timeout,
+        };
+        let progress = peer.drive(&mut self.app, &mut io);
+        let deadline = peer.deadline;
+        match progress {
+            Progress::Wait => self.schedule(deadline),
+            Progress::Again => {
+                self.schedule(deadline);
+                self.again.push(key);
+            }
+            Progress::Done => self.close(key),
+        }
+    }
+
+    /// Makes sure the loop wakes up by `deadline`.
+    fn schedule(&mut self, deadline: Instant) {
+        self.next_sweep = Some(self.next_sweep.map_or(deadline, |at| at.min(deadline)));
+    }
+
+    /// Handles the connections whose deadline has passed.
+    fn sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_none_or(|at| now < at) {
+            return;
+        }
+        let expired: Vec<usize> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| peer.deadline <= now)
+            .map(|(key, _)| key)
+            .collect();
+        for key in expired {
+            self.expire(key, now);
+        }
+        self.next_sweep = self.peers.iter().map(|(_, peer)| peer.deadline).min();
+    }
+
+    /// An idle connection gets its 408 (if it was mid-request) and
+    /// [`CLOSE_GRACE`] to take it; a closed one whose time is up (its last
+    /// response stuck, or done lingering) is dropped.
+    fn expire(&mut self, key: usize, now: Instant) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        if peer.conn.is_closed() {
+            self.close(key);
+            return;
+        }
+        peer.conn.time_out(&mut self.app);
+        peer.deadline = now + CLOSE_GRACE;
+        self.ready(key, now);
+    }
+
+    /// Drops connection `key`.
+    fn close(&mut self, key: usize) {
+        let Some(mut peer) = self.peers.try_remove(key) else {
+            return;
+        };
+        // mio's poll(2) selector (Hermit) forgets hung-up sockets by itself,
+        // so this may find nothing to deregister.
+        let _ = self.poll.registry().deregister(&mut peer.stream);
+        self.app.metrics_mut().connection_closed();
+        self.closer.close(peer.stream);
+    }
+}
+
+/// Accept errors that concern one connection only.
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
