@@ -293,12 +293,134 @@ fn kernel_source(paths: &Paths, toolchain: &Toolchain, quiet: bool) -> Result<Pa
         .ok_or_else(|| failure("no hermit-kernel package in cargo metadata".into()))
 }
 
+/// Directory name of the `build-time` stand-in inside the kernel copy.
+const BUILD_TIME_DIR: &str = "vigil-build-time";
+
+/// Copies the registry's kernel source into `target/vigil/kernel-src/` (once
+/// per source, lockfile and patch set) and prepares it:
+/// - Vigil's lockfile: the kernel's own, with `build-time` patched;
+/// - Vigil's reproducible `build-time` stand-in, placed *inside* the copy
+///   (cargo hashes a path dependency's location relative to the workspace
+///   root only when it lies inside that root; otherwise the absolute path
+///   goes into every symbol name);
+/// - Vigil's kernel patches, `unikernel/kernel/patches/*.patch` in name order.
+///
+/// Returns the copy's manifest.
+fn prepare_kernel_source(paths: &Paths, registry_manifest: &Path) -> Result<PathBuf> {
+    let source = registry_manifest
+        .parent()
+        .ok_or_else(|| BuildError::KernelSource {
+            version: KERNEL_VERSION,
+            reason: format!("{} has no parent directory", registry_manifest.display()),
+        })?;
+    let kernel_dir = paths.unikernel.join("kernel");
+    let lockfile = kernel_dir.join("hermit-kernel.Cargo.lock");
+    let stand_in = kernel_dir.join("build-time");
+    let stand_in_files = [Path::new("Cargo.toml"), Path::new("src/lib.rs")];
+    let patches = kernel_patches(&kernel_dir.join("patches"))?;
+    let copy = paths
+        .work
+        .join("kernel-src")
+        .join(format!("hermit-kernel-{KERNEL_VERSION}"));
+
+    let marker = copy.join(".vigil-source");
+    let mut expected = format!("{}\n{}\n", source.display(), sha256_file(&lockfile)?);
+    for file in stand_in_files {
+        expected.push_str(&format!("{}\n", sha256_file(&stand_in.join(file))?));
+    }
+    for patch in &patches {
+        expected.push_str(&format!("{}\n", sha256_file(patch)?));
+    }
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == expected) {
+        return Ok(copy.join("Cargo.toml"));
+    }
+
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy).map_err(BuildError::io("removing", &copy))?;
+    }
+    copy_tree(source, &copy)?;
+    std::fs::copy(&lockfile, copy.join("Cargo.lock"))
+        .map_err(BuildError::io("copying", &lockfile))?;
+    for file in stand_in_files {
+        let to = copy.join(BUILD_TIME_DIR).join(file);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(BuildError::io("creating", dir))?;
+        }
+        std::fs::copy(stand_in.join(file), &to)
+            .map_err(BuildError::io("copying", stand_in.join(file)))?;
+    }
+    for patch in &patches {
+        apply_patch(patch, &copy)?;
+    }
+    std::fs::write(&marker, expected).map_err(BuildError::io("writing", &marker))?;
+    Ok(copy.join("Cargo.toml"))
+}
+
+/// The `*.patch` files in `dir`, in name order (none if `dir` is missing).
+fn kernel_patches(dir: &Path) -> Result<Vec<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut patches = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(BuildError::io("reading", dir))?.path();
+        if path.extension().is_some_and(|e| e == "patch") {
+            patches.push(path);
+        }
+    }
+    patches.sort();
+    Ok(patches)
+}
+
+/// Applies a single-file unified diff (`--- a/<path>`, `+++ b/<path>`) to
+/// the tree at `root`. It must apply exactly.
+fn apply_patch(patch_file: &Path, root: &Path) -> Result<()> {
+    let bad = |problem: String| BuildError::BadArtifact {
+        path: patch_file.to_owned(),
+        problem,
+    };
+    let text =
+        std::fs::read_to_string(patch_file).map_err(BuildError::io("reading", patch_file))?;
+    let patch =
+        diffy::Patch::from_str(&text).map_err(|err| bad(format!("not a unified diff: {err}")))?;
+    let target = patch
+        .modified()
+        .and_then(|name| name.strip_prefix("b/"))
+        .filter(|name| !name.split('/').any(|part| part == ".." || part.is_empty()))
+        .ok_or_else(|| bad("its `+++` line must name `b/<relative path>`".into()))?;
+    let path = root.join(target);
+    let original = std::fs::read_to_string(&path).map_err(BuildError::io("reading", &path))?;
+    let patched = diffy::apply(&original, &patch)
+        .map_err(|err| bad(format!("does not apply to {target}: {err}")))?;
+    std::fs::write(&path, patched).map_err(BuildError::io("writing", &path))
+}
+
+/// Copies a directory tree of regular files.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(BuildError::io("creating", to))?;
+    for entry in std::fs::read_dir(from).map_err(BuildError::io("reading", from))? {
+        let entry = entry.map_err(BuildError::io("reading", from))?;
+        let target = to.join(entry.file_name());
+        let kind = entry
+            .file_type()
+            .map_err(BuildError::io("reading", entry.path()))?;
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .map_err(BuildError::io("copying", entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
 fn build_kernel(
     paths: &Paths,
     toolchain: &Toolchain,
     options: &BuildOptions,
     manifest: &Path,
     rustflags: &[String],
+    epoch: u64,
 ) -> Result<PathBuf> {
     let target_dir = paths.work.join(format!("kernel-{}", options.flavor.name()));
     let mut flags = vec!["-Zmutable-noalias=no".to_owned()];
@@ -315,9 +437,15 @@ fn build_kernel(
         .arg(options.flavor.kernel_features().join(","))
         .arg("--manifest-path")
         .arg(manifest)
+        .arg("--config")
+        .arg(format!(
+            "patch.crates-io.build-time.path={:?}",
+            manifest.with_file_name(BUILD_TIME_DIR)
+        ))
         .arg("--target-dir")
         .arg(&target_dir)
-        .env("CARGO_ENCODED_RUSTFLAGS", encoded_rustflags(&flags));
+        .env("CARGO_ENCODED_RUSTFLAGS", encoded_rustflags(&flags))
+        .env("SOURCE_DATE_EPOCH", epoch.to_string());
     if options.quiet {
         command.arg("--quiet");
     }
@@ -535,19 +663,33 @@ pub fn build(options: &BuildOptions) -> Result<(BuildInfo, PathBuf)> {
     let t = progress.step(&format!(
         "hermit-kernel {KERNEL_VERSION} source (crates.io, checksum-pinned)"
     ));
-    let kernel_manifest = kernel_source(&paths, &toolchain, options.quiet)?;
+    let registry_manifest = kernel_source(&paths, &toolchain, options.quiet)?;
+    let kernel_manifest = prepare_kernel_source(&paths, &registry_manifest)?;
     progress.done(
         t,
-        &kernel_manifest
-            .parent()
-            .unwrap_or(&kernel_manifest)
-            .display()
-            .to_string(),
+        &format!(
+            "{}, copied to {}",
+            registry_manifest
+                .parent()
+                .unwrap_or(&registry_manifest)
+                .display(),
+            kernel_manifest
+                .parent()
+                .unwrap_or(&kernel_manifest)
+                .display()
+        ),
     );
 
     let features = options.flavor.kernel_features();
     let t = progress.step(&format!("kernel ({})", features.join(", ")));
-    let kernel_archive = build_kernel(&paths, &toolchain, options, &kernel_manifest, &rustflags)?;
+    let kernel_archive = build_kernel(
+        &paths,
+        &toolchain,
+        options,
+        &kernel_manifest,
+        &rustflags,
+        epoch,
+    )?;
     progress.done(t, "");
 
     let t = progress.step("kernel builtins (memory functions, libm)");
@@ -674,4 +816,53 @@ pub fn build(options: &BuildOptions) -> Result<(BuildInfo, PathBuf)> {
         progress.started.elapsed().as_secs_f64()
     );
     Ok((info, paths.out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATCH: &str = "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1,2 +1,2 @@\n fn a() {}\n-fn b() {}\n+fn b() { fixed() }\n";
+
+    fn tree(content: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), content).unwrap();
+        dir
+    }
+
+    fn patch_file(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("0001-test.patch");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_patch_applies_to_its_file() {
+        let root = tree("fn a() {}\nfn b() {}\n");
+        let patches = tempfile::tempdir().unwrap();
+        apply_patch(&patch_file(patches.path(), PATCH), root.path()).unwrap();
+        let text = std::fs::read_to_string(root.path().join("src/lib.rs")).unwrap();
+        assert_eq!(text, "fn a() {}\nfn b() { fixed() }\n");
+    }
+
+    #[test]
+    fn a_patch_that_does_not_match_stops_the_build() {
+        let root = tree("fn a() {}\nfn c() {}\n");
+        let patches = tempfile::tempdir().unwrap();
+        let err = apply_patch(&patch_file(patches.path(), PATCH), root.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("does not apply to src/lib.rs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_patch_may_not_leave_the_tree() {
+        let root = tree("fn a() {}\nfn b() {}\n");
+        let patches = tempfile::tempdir().unwrap();
+        let escaping = PATCH.replace("b/src/lib.rs", "b/../outside.rs");
+        let err = apply_patch(&patch_file(patches.path(), &escaping), root.path()).unwrap_err();
+        assert!(err.to_string().contains("relative path"), "{err}");
+    }
 }
