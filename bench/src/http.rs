@@ -12,7 +12,7 @@ use serde::Serialize;
 use vigil_core::v1::config::ServiceConfig;
 use vigil_dom0::accel::{self, AccelChoice};
 use vigil_dom0::image::BootImage;
-use vigil_dom0::qemu::{Accel, Guest, QemuConfig, kernel_cmdline};
+use vigil_dom0::qemu::{Accel, Forward, Guest, QemuConfig, kernel_cmdline};
 
 use crate::wrk::{self, Load, LoadResult};
 
@@ -63,19 +63,26 @@ fn free_port() -> Result<u16> {
 
 fn boot(image: &BootImage, accel: Accel, dir: &Path) -> Result<(Guest, u16, Duration)> {
     let service = ServiceConfig::default();
-    let port = free_port()?;
     let config = QemuConfig {
         image: image.clone(),
         accel,
         memory_mib: 512,
         cpus: 1,
         cmdline: kernel_cmdline(&service),
-        forward: Some((port, service.port)),
+        forward: Some(Forward {
+            host_port: 0,
+            guest_port: service.port,
+        }),
         console: dir.join("console.log"),
         qmp: dir.join("qmp.sock"),
     };
     let started = Instant::now();
     let mut guest = config.spawn()?;
+    let forwarding = guest.open_forwarding()?;
+    if let Err(warning) = &forwarding.backlog {
+        eprintln!("vigil-bench: warning: {warning}");
+    }
+    let port = forwarding.port;
     guest.wait_healthy(port, Duration::from_secs(120), &AtomicBool::new(false))?;
     Ok((guest, port, started.elapsed()))
 }

@@ -146,6 +146,9 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
         ready.boot_seconds,
         ready.console.display()
     );
+    for warning in &ready.warnings {
+        eprintln!("vigil-dom0: warning: {warning}");
+    }
     if json {
         let text =
             serde_json::to_string(&ready).map_err(|err| LaunchError::Qmp(err.to_string()))?;

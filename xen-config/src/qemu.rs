@@ -55,12 +55,34 @@ pub struct QemuConfig {
     pub cpus: u32,
     /// The whole kernel command line.
     pub cmdline: String,
-    /// `(host port on 127.0.0.1, guest port)` to forward, if any.
-    pub forward: Option<(u16, u16)>,
+    /// A loopback port to forward to the guest, if any.
+    pub forward: Option<Forward>,
     /// Where the guest's serial console is written.
     pub console: PathBuf,
     /// Where QEMU's QMP socket is created.
     pub qmp: PathBuf,
+}
+
+/// A TCP port on 127.0.0.1 forwarded to a guest port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// The host port; 0 lets QEMU pick a free one ([`Guest::open_forwarding`] tells which).
+    pub host_port: u16,
+    /// The guest port.
+    pub guest_port: u16,
+}
+
+/// The listen backlog the launcher gives QEMU's forwarding socket (see
+/// [`Guest::open_forwarding`]).
+pub const FORWARD_BACKLOG: i32 = 1024;
+
+/// The forwarding a running guest got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarding {
+    /// The host port (127.0.0.1) that reaches the guest.
+    pub port: u16,
+    /// Whether QEMU's listen backlog could be raised, and why not.
+    pub backlog: std::result::Result<(), String>,
 }
 
 /// The kernel command line that hands `config` to the service: Hermit gives
@@ -136,8 +158,12 @@ impl QemuConfig {
         ]);
 
         let mut netdev = String::from("user,id=net0");
-        if let Some((host, guest)) = self.forward {
-            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+        if let Some(Forward {
+            host_port,
+            guest_port,
+        }) = self.forward
+        {
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host_port}-:{guest_port}"));
         }
         let nic = match self.image.flavor {
             Flavor::Hvm => "rtl8139,netdev=net0",
@@ -181,6 +207,7 @@ impl QemuConfig {
             child: Some(child),
             qmp: self.qmp.clone(),
             console: self.console.clone(),
+            forward: self.forward,
         })
     }
 }
@@ -191,6 +218,40 @@ pub struct Guest {
     child: Option<Child>,
     qmp: PathBuf,
     console: PathBuf,
+    forward: Option<Forward>,
+}
+
+/// QEMU's forwarding sockets to `guest_port`, from `info usernet`: their
+/// file descriptor in QEMU and their host port.
+pub fn host_forwards(usernet: &str, guest_port: u16) -> Vec<(i32, u16)> {
+    usernet
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [proto, fd, _src, src_port, _dst, dst_port, ..]
+                    if proto.starts_with("TCP[HOST_FORWARD]")
+                        && dst_port.parse() == Ok(guest_port) =>
+                {
+                    Some((fd.parse().ok()?, src_port.parse().ok()?))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Raises the listen backlog of socket `fd` of process `child` to
+/// [`FORWARD_BACKLOG`], by duplicating it (`pidfd_getfd`, which needs
+/// ptrace permission over the child: its parent has it unless Yama's
+/// ptrace scope is 2 or more) and calling `listen` again, which Linux allows
+/// on a listening socket to change its backlog.
+fn widen_backlog(child: &Child, fd: i32) -> std::io::Result<()> {
+    use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
+    let pidfd = pidfd_open(Pid::from_child(child), PidfdFlags::empty())?;
+    let socket = pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty())?;
+    rustix::net::listen(&socket, FORWARD_BACKLOG)?;
+    Ok(())
 }
 
 /// How a guest ended, from QEMU's exit status.
@@ -207,6 +268,72 @@ pub fn describe_exit(status: ExitStatus) -> String {
 }
 
 impl Guest {
+    /// Once QEMU runs: the loopback port that reaches the guest.
+    ///
+    /// QEMU's user networking listens on it with a backlog of one (libslirp
+    /// calls `listen(s, 1)`): when many clients connect at once, the host
+    /// kernel's accept queue overflows and drops their SYNs, and they stall
+    /// for seconds in TCP's retransmission backoff (seen: 64 simultaneous
+    /// clients, up to 30 s). So the backlog is raised to [`FORWARD_BACKLOG`]
+    /// on QEMU's own socket; where Linux refuses that, [`Forwarding::backlog`]
+    /// says why and the guest is served anyway.
+    pub fn open_forwarding(&mut self) -> Result<Forwarding> {
+        let forward = self
+            .forward
+            .ok_or_else(|| LaunchError::Qmp("this guest was started without forwarding".into()))?;
+        let mut qmp = self.monitor(Duration::from_secs(10))?;
+        let (fd, port) = host_forwards(&qmp.human("info usernet")?, forward.guest_port)
+            .first()
+            .copied()
+            .ok_or_else(|| LaunchError::Qmp("QEMU reports no forwarding to the guest".into()))?;
+        let backlog = match &self.child {
+            Some(child) => widen_backlog(child, fd).map_err(|err| {
+                format!(
+                    "could not raise the listen backlog of QEMU's forwarding socket ({err}); \
+                     many simultaneous connections may stall"
+                )
+            }),
+            None => Err("QEMU is not running".into()),
+        };
+        Ok(Forwarding { port, backlog })
+    }
+
+    /// A QMP session, once QEMU has created its socket. Fails early (with
+    /// QEMU's own message) if QEMU exits first.
+    pub fn monitor(&mut self, timeout: Duration) -> Result<Qmp> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Err(self.exited(status));
+            }
+            match Qmp::connect(&self.qmp, timeout) {
+                Ok(qmp) => return Ok(qmp),
+                Err(err) if started.elapsed() > timeout => return Err(err),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// The error for QEMU having exited before the guest came up.
+    fn exited(&mut self, status: ExitStatus) -> LaunchError {
+        let qemu = self.stderr();
+        let mut console = self.console_tail(20);
+        if !qemu.is_empty() {
+            console = format!("{console}\n(QEMU) {qemu}");
+        }
+        if let Some(forward) = self.forward {
+            if qemu.contains("Could not set up host forwarding rule") {
+                return LaunchError::PortInUse {
+                    port: forward.host_port,
+                };
+            }
+        }
+        LaunchError::QemuExited {
+            status: describe_exit(status),
+            console,
+        }
+    }
+
     /// QEMU's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
@@ -258,15 +385,7 @@ impl Guest {
                 return Err(LaunchError::Interrupted);
             }
             if let Some(status) = self.try_exit() {
-                let qemu = self.stderr();
-                let mut console = self.console_tail(20);
-                if !qemu.is_empty() {
-                    console = format!("{console}\n(QEMU) {qemu}");
-                }
-                return Err(LaunchError::QemuExited {
-                    status: describe_exit(status),
-                    console,
-                });
+                return Err(self.exited(status));
             }
             if health::probe(addr, health::PROBE_TIMEOUT) {
                 return Ok(started.elapsed());
@@ -365,7 +484,10 @@ mod tests {
             memory_mib: 512,
             cpus: 1,
             cmdline: kernel_cmdline(&ServiceConfig::default()),
-            forward: Some((18080, 8080)),
+            forward: Some(Forward {
+                host_port: 18080,
+                guest_port: 8080,
+            }),
             console: "/run/console.log".into(),
             qmp: "/run/qmp.sock".into(),
         }
@@ -398,7 +520,10 @@ mod tests {
     #[test]
     fn forwarding_binds_loopback_only() {
         let line = joined(&config(Flavor::Hvm, Accel::Tcg));
-        assert!(line.contains("hostfwd=tcp:127.0.0.1:"));
+        assert_eq!(
+            line.matches("hostfwd=").count(),
+            line.matches("hostfwd=tcp:127.0.0.1:").count()
+        );
         let mut probe = config(Flavor::Hvm, Accel::Kvm);
         probe.forward = None;
         let line = joined(&probe);
@@ -424,6 +549,20 @@ mod tests {
         assert!(line.starts_with("-- --port=9090 "));
         let words: Vec<&str> = line.split_whitespace().skip(1).collect();
         assert_eq!(ServiceConfig::from_args(words).unwrap(), service);
+    }
+
+    #[test]
+    fn forward_ports_are_read_from_info_usernet() {
+        let usernet = "Hub -1 (net0):
+  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ
+  TCP[HOST_FORWARD]   9       127.0.0.1 36169       10.0.2.15  8080     0     0
+  TCP[HOST_FORWARD]   8       127.0.0.1 42477       10.0.2.15  8080     0     0
+  TCP[ESTABLISHED]   12       127.0.0.1 50000       10.0.2.15  8080     0     0
+  TCP[HOST_FORWARD]   7       127.0.0.1 40001       10.0.2.15  9090     0     0
+";
+        assert_eq!(host_forwards(usernet, 8080), [(9, 36169), (8, 42477)]);
+        assert_eq!(host_forwards(usernet, 9090), [(7, 40001)]);
+        assert!(host_forwards("", 8080).is_empty());
     }
 
     #[test]

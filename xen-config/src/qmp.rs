@@ -60,7 +60,24 @@ impl Qmp {
 
     /// Runs a command without arguments and returns its `return` value.
     pub fn execute(&mut self, command: &str) -> Result<Value> {
-        let mut request = json!({ "execute": command }).to_string();
+        self.execute_with(command, json!({}))
+    }
+
+    /// A human-monitor command (`info usernet`, ...) and its text output.
+    pub fn human(&mut self, command_line: &str) -> Result<String> {
+        let value = self.execute_with(
+            "human-monitor-command",
+            json!({ "command-line": command_line }),
+        )?;
+        value
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| LaunchError::Qmp(format!("{command_line} returned {value}")))
+    }
+
+    /// Runs a command with arguments and returns its `return` value.
+    fn execute_with(&mut self, command: &str, arguments: Value) -> Result<Value> {
+        let mut request = json!({ "execute": command, "arguments": arguments }).to_string();
         request.push('\n');
         self.writer
             .write_all(request.as_bytes())

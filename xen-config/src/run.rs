@@ -12,7 +12,9 @@ use vigil_core::v1::config::ServiceConfig;
 use crate::accel::{self, AccelChoice};
 use crate::error::{LaunchError, Result};
 use crate::image::BootImage;
-use crate::qemu::{Accel, Guest, QEMU, QEMU_PACKAGE, QemuConfig, describe_exit, kernel_cmdline};
+use crate::qemu::{
+    Accel, Forward, Guest, QEMU, QEMU_PACKAGE, QemuConfig, describe_exit, kernel_cmdline,
+};
 
 /// How long QEMU gets to quit before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -51,6 +53,8 @@ pub struct Ready {
     pub boot_seconds: f64,
     /// The guest's serial console log.
     pub console: PathBuf,
+    /// Things that work, but not as well as they should.
+    pub warnings: Vec<String>,
 }
 
 /// The service configuration from `--set` pairs, checked as the guest will check it.
@@ -67,7 +71,9 @@ pub fn service_config(settings: &[(String, String)]) -> Result<ServiceConfig> {
     Ok(config)
 }
 
-/// Fails if 127.0.0.1:`port` is taken.
+/// Fails if 127.0.0.1:`port` is taken, before anything boots. (QEMU binds
+/// it; should another process take it in between, QEMU's failure is
+/// reported as the same error.)
 pub fn check_port_free(port: u16) -> Result<()> {
     match TcpListener::bind(("127.0.0.1", port)) {
         Ok(_) => Ok(()),
@@ -133,14 +139,19 @@ pub fn start(
         memory_mib: options.memory_mib,
         cpus: options.cpus,
         cmdline: kernel_cmdline(&service),
-        forward: Some((options.host_port, service.port)),
+        forward: Some(Forward {
+            host_port: options.host_port,
+            guest_port: service.port,
+        }),
         console: run_dir.join("console.log"),
         qmp: run_dir.join("qmp.sock"),
     };
     let mut guest = config.spawn()?;
-    let boot = guest.wait_healthy(options.host_port, options.boot_timeout, cancel)?;
+    let forwarding = guest.open_forwarding()?;
+    let port = forwarding.port;
+    let boot = guest.wait_healthy(port, options.boot_timeout, cancel)?;
     let ready = Ready {
-        url: format!("http://127.0.0.1:{}/", options.host_port),
+        url: format!("http://127.0.0.1:{port}/"),
         pid: guest.pid(),
         accel: match accel {
             Accel::Kvm => "kvm",
@@ -149,6 +160,7 @@ pub fn start(
         accel_reason,
         boot_seconds: boot.as_secs_f64(),
         console: config.console,
+        warnings: forwarding.backlog.err().into_iter().collect(),
     };
     Ok((guest, ready))
 }

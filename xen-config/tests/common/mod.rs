@@ -5,15 +5,14 @@
 #![allow(dead_code)] // each test file uses a different part
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use vigil_dom0::accel::{self, AccelChoice};
-use vigil_dom0::error::LaunchError;
 use vigil_dom0::image::BootImage;
-use vigil_dom0::qemu::{Guest, QemuConfig, kernel_cmdline};
+use vigil_dom0::qemu::{Forward, Guest, QemuConfig, kernel_cmdline};
 use vigil_dom0::run::service_config;
 
 /// Why the guest tests are ignored by a plain `cargo test`.
@@ -25,14 +24,6 @@ pub fn image_dir() -> PathBuf {
     std::env::var_os("VIGIL_IMAGE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/vigil/hvm"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A guest booted for one test; stopped when dropped.
@@ -56,35 +47,36 @@ impl TestGuest {
         let service = service_config(&settings).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (accel, _) = accel::choose(AccelChoice::Auto, &image, dir.path());
-        // A port found free can be taken by a parallel test before QEMU binds it: retry.
-        for attempt in 0.. {
-            let port = free_port();
-            let config = QemuConfig {
-                image: image.clone(),
-                accel,
-                memory_mib: 512,
-                cpus: 1,
-                cmdline: kernel_cmdline(&service),
-                forward: Some((port, service.port)),
-                console: dir.path().join("console.log"),
-                qmp: dir.path().join("qmp.sock"),
-            };
-            let mut guest = config.spawn().unwrap();
-            match guest.wait_healthy(port, Duration::from_secs(120), &AtomicBool::new(false)) {
-                Ok(boot) => {
-                    return Self {
-                        guest: Some(guest),
-                        port,
-                        boot,
-                        _dir: dir,
-                    };
-                }
-                Err(LaunchError::QemuExited { console, .. })
-                    if attempt < 3 && console.contains("host forwarding") => {}
-                Err(err) => panic!("guest did not come up: {err}"),
-            }
+        let config = QemuConfig {
+            image,
+            accel,
+            memory_mib: 512,
+            cpus: 1,
+            cmdline: kernel_cmdline(&service),
+            forward: Some(Forward {
+                host_port: 0,
+                guest_port: service.port,
+            }),
+            console: dir.path().join("console.log"),
+            qmp: dir.path().join("qmp.sock"),
+        };
+        let mut guest = config.spawn().unwrap();
+        let forwarding = guest.open_forwarding().unwrap();
+        assert_eq!(
+            forwarding.backlog,
+            Ok(()),
+            "QEMU's listen backlog is raised"
+        );
+        let port = forwarding.port;
+        let boot = guest
+            .wait_healthy(port, Duration::from_secs(120), &AtomicBool::new(false))
+            .unwrap_or_else(|err| panic!("guest did not come up: {err}"));
+        Self {
+            guest: Some(guest),
+            port,
+            boot,
+            _dir: dir,
         }
-        unreachable!()
     }
 
     pub fn addr(&self) -> SocketAddr {

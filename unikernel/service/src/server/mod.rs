@@ -48,6 +48,17 @@ const READ_BUDGET: usize = 16;
 /// Readiness events handled per wake-up.
 const EVENTS_CAPACITY: usize = 256;
 
+/// How often the listener is asked for connections whether or not an event
+/// said so.
+///
+/// Hermit 0.11 keeps a listening socket as one kernel socket per backlog slot,
+/// but its `poll` looks only at the first of them: a connection that lands on
+/// another slot does not make the listener readable until the first slot gets
+/// one too. Accepting finds every slot's connection, so this periodic accept
+/// bounds the wait for such a connection to the interval. With nothing
+/// pending it costs one failed `accept`.
+const RESCAN: Duration = Duration::from_millis(100);
+
 /// How long a connection that timed out gets to take its 408 before it is
 /// dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -90,6 +101,8 @@ pub struct Server {
     again: Vec<usize>,
     /// The earliest deadline of any connection, if there are any.
     next_sweep: Option<Instant>,
+    /// When the listener is asked for connections next ([`RESCAN`]).
+    next_rescan: Instant,
     stop: Arc<AtomicBool>,
     alarm: Alarm,
     closer: Closer,
@@ -148,6 +161,7 @@ impl Server {
             busy,
             again: Vec::new(),
             next_sweep: None,
+            next_rescan: Instant::now() + RESCAN,
             stop: Arc::new(AtomicBool::new(false)),
             alarm,
             closer: Closer::start(app.logger()),
@@ -171,7 +185,8 @@ impl Server {
         let mut again = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
             // Deadlines come from the alarm (see its module), not a timeout.
-            self.alarm.set(self.next_sweep);
+            self.alarm
+                .set(earliest(self.next_sweep, Some(self.next_rescan)));
             let timeout = (!self.again.is_empty()).then_some(Duration::ZERO);
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() == io::ErrorKind::Interrupted {
@@ -193,6 +208,7 @@ impl Server {
                 }
             }
             self.sweep(now);
+            self.rescan(now);
         }
         self.app
             .logger()
@@ -314,6 +330,16 @@ impl Server {
         }
     }
 
+    /// Accepts pending connections once per [`RESCAN`], in case the
+    /// listener did not report them (see there).
+    fn rescan(&mut self, now: Instant) {
+        if now < self.next_rescan {
+            return;
+        }
+        self.next_rescan = now + RESCAN;
+        self.accept(now);
+    }
+
     /// Makes sure the loop wakes up by `deadline`.
     fn schedule(&mut self, deadline: Instant) {
         self.next_sweep = Some(self.next_sweep.map_or(deadline, |at| at.min(deadline)));
@@ -362,6 +388,14 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut peer.stream);
         self.app.metrics_mut().connection_closed();
         self.closer.close(peer.stream);
+    }
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
