@@ -420,7 +420,6 @@ fn build_kernel(
     options: &BuildOptions,
     manifest: &Path,
     rustflags: &[String],
-    epoch: u64,
 ) -> Result<PathBuf> {
     let target_dir = paths.work.join(format!("kernel-{}", options.flavor.name()));
     let mut flags = vec!["-Zmutable-noalias=no".to_owned()];
@@ -445,7 +444,12 @@ fn build_kernel(
         .arg("--target-dir")
         .arg(&target_dir)
         .env("CARGO_ENCODED_RUSTFLAGS", encoded_rustflags(&flags))
-        .env("SOURCE_DATE_EPOCH", epoch.to_string());
+        // The kernel's build stamp (the build-time stand-in) stays at its
+        // fixed default: cargo does not track environment variables that a
+        // proc macro reads, so a stamp that changes with every commit would
+        // make incremental builds differ from clean ones. The real date is
+        // in build.json.
+        .env_remove("SOURCE_DATE_EPOCH");
     if options.quiet {
         command.arg("--quiet");
     }
@@ -682,14 +686,7 @@ pub fn build(options: &BuildOptions) -> Result<(BuildInfo, PathBuf)> {
 
     let features = options.flavor.kernel_features();
     let t = progress.step(&format!("kernel ({})", features.join(", ")));
-    let kernel_archive = build_kernel(
-        &paths,
-        &toolchain,
-        options,
-        &kernel_manifest,
-        &rustflags,
-        epoch,
-    )?;
+    let kernel_archive = build_kernel(&paths, &toolchain, options, &kernel_manifest, &rustflags)?;
     progress.done(t, "");
 
     let t = progress.step("kernel builtins (memory functions, libm)");
