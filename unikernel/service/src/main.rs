@@ -3,12 +3,20 @@
 //! On Hermit the arguments are the words after `--` on the kernel command
 //! line; `argv[0]` is a placeholder.
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::process;
 
 use vigil_core::v1::config::{LogLevel, ServiceConfig};
 use vigil_service::log::Logger;
 use vigil_service::server::Server;
+
+/// Where the service listens: every address of the guest under Hermit; on
+/// other systems (the host build, for tests and benchmarks) loopback only.
+const LISTEN_ADDRESS: Ipv4Addr = if cfg!(target_os = "hermit") {
+    Ipv4Addr::UNSPECIFIED
+} else {
+    Ipv4Addr::LOCALHOST
+};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,7 +37,7 @@ fn main() {
             format_args!("version {} starting: {settings}", env!("CARGO_PKG_VERSION")),
         );
     }
-    let server = TcpListener::bind(("0.0.0.0", config.port))
+    let server = TcpListener::bind((LISTEN_ADDRESS, config.port))
         .and_then(|listener| Server::new(listener, config));
     let server = match server {
         Ok(server) => server,

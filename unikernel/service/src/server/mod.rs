@@ -5,12 +5,15 @@
 //! socket, but reads a bounded number of chunks from one before turning to the
 //! next, so no client can monopolize the loop.
 //!
-//! Two helper threads work around Hermit 0.11: an alarm wakes the loop at its
-//! deadlines (Hermit has no `SO_RCVTIMEO`, and its `poll(2)` ignores the
-//! timeout), and closing threads drop sockets (Hermit's close blocks until the
-//! client has closed too).
+//! Deadlines (idle timeouts, the periodic accept) are the timeout of `poll`:
+//! Hermit has no `SO_RCVTIMEO`. (Hermit 0.11's `poll(2)` ignored its timeout;
+//! Vigil's kernel patches 0004 and 0005 fix that, see docs/building.md.) Only
+//! the loop thread touches mio's registry: on Hermit, mio's selector wakes a
+//! polling thread for registry changes through an eventfd, and waking across
+//! threads that way left the loop blocked for good under load. Closing
+//! threads drop sockets, because Hermit's close blocks until the client has
+//! closed too; they only get sockets the loop has deregistered.
 
-mod alarm;
 mod closer;
 mod peer;
 
@@ -24,7 +27,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use vigil_core::v1::config::{LogLevel, ServiceConfig};
 
-use self::alarm::{Alarm, Ringer};
 use self::closer::Closer;
 use self::peer::{IoContext, Peer, Progress};
 use crate::app::App;
@@ -34,7 +36,7 @@ use crate::setting;
 
 /// The listening socket's token.
 const LISTENER: Token = Token(0);
-/// The alarm's wake-ups.
+/// Wake-ups from [`ServerHandle::stop`].
 const WAKER: Token = Token(1);
 /// Tokens of connections are their slab keys plus this.
 const FIRST_PEER: usize = 2;
@@ -104,7 +106,7 @@ pub struct Server {
     /// When the listener is asked for connections next ([`RESCAN`]).
     next_rescan: Instant,
     stop: Arc<AtomicBool>,
-    alarm: Alarm,
+    waker: Arc<Waker>,
     closer: Closer,
     rejections: Throttle,
 }
@@ -113,14 +115,15 @@ pub struct Server {
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
     stop: Arc<AtomicBool>,
-    alarm: Ringer,
+    waker: Arc<Waker>,
 }
 
 impl ServerHandle {
     /// Makes [`Server::run`] return soon. Connections are dropped, not drained.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        self.alarm.ring();
+        // A failed wake only delays the stop until the next deadline.
+        let _ = self.waker.wake();
     }
 }
 
@@ -137,7 +140,7 @@ impl Server {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut readiness, LISTENER, Interest::READABLE)?;
-        let alarm = Alarm::start(Waker::new(poll.registry(), WAKER)?)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut busy = Vec::new();
         Response::json(Status::ServiceUnavailable, TOO_MANY_CONNECTIONS).write_to(
             &mut busy,
@@ -163,7 +166,7 @@ impl Server {
             next_sweep: None,
             next_rescan: Instant::now() + RESCAN,
             stop: Arc::new(AtomicBool::new(false)),
-            alarm,
+            waker,
             closer: Closer::start(app.logger()),
             rejections: Throttle::default(),
             app,
@@ -174,7 +177,7 @@ impl Server {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             stop: Arc::clone(&self.stop),
-            alarm: self.alarm.ringer(),
+            waker: Arc::clone(&self.waker),
         }
     }
 
@@ -184,17 +187,19 @@ impl Server {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut again = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
-            // Deadlines come from the alarm (see its module), not a timeout.
-            self.alarm
-                .set(earliest(self.next_sweep, Some(self.next_rescan)));
-            let timeout = (!self.again.is_empty()).then_some(Duration::ZERO);
+            let timeout = if self.again.is_empty() {
+                let now = Instant::now();
+                earliest(self.next_sweep, Some(self.next_rescan))
+                    .map(|deadline| deadline.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(error);
             }
-            self.alarm.polled();
             let now = Instant::now();
             std::mem::swap(&mut again, &mut self.again);
             for key in again.drain(..) {
