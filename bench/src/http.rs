@@ -76,15 +76,14 @@ fn boot(image: &BootImage, accel: Accel, dir: &Path) -> Result<(Guest, u16, Dura
         console: dir.join("console.log"),
         qmp: dir.join("qmp.sock"),
     };
-    let started = Instant::now();
     let mut guest = config.spawn()?;
     let forwarding = guest.open_forwarding()?;
     if let Err(warning) = &forwarding.backlog {
         eprintln!("vigil-bench: warning: {warning}");
     }
     let port = forwarding.port;
-    guest.wait_healthy(port, Duration::from_secs(120), &AtomicBool::new(false))?;
-    Ok((guest, port, started.elapsed()))
+    let boot = guest.wait_healthy(port, Duration::from_secs(120), &AtomicBool::new(false))?;
+    Ok((guest, port, boot))
 }
 
 /// Stores the value the `/v1/kv/bench` loads read.
@@ -164,7 +163,7 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
         boot_seconds.push(elapsed.as_secs_f64());
     }
 
-    let (guest, port, _) = boot(&image, accel, dir.path())?;
+    let (mut guest, port, _) = boot(&image, accel, dir.path())?;
     put_bench_value(port)?;
     let host = match &bench.host_service {
         Some(binary) => {
@@ -179,6 +178,7 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
     for load in &bench.loads {
         for path in PATHS {
             let unikernel = wrk::run(&format!("http://127.0.0.1:{port}{path}"), load)?;
+            check_guest(&mut guest, port, &unikernel)?;
             eprintln!(
                 "vigil-bench: unikernel {path} c={}: {:.0} req/s, p99 {:.1} ms",
                 load.connections, unikernel.requests_per_second, unikernel.p99_ms
@@ -210,6 +210,34 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
         boot_seconds,
         loads,
     })
+}
+
+/// A load run against the guest must have been served, and the guest must
+/// still be up: a benchmark that records zeros would be worse than none.
+fn check_guest(guest: &mut Guest, port: u16, result: &LoadResult) -> Result<()> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let exited = guest.try_exit();
+    let healthy = exited.is_none() && vigil_dom0::health::probe(addr, Duration::from_secs(5));
+    if result.requests > 0 && healthy {
+        return Ok(());
+    }
+    bail!(
+        "`{}` served {} requests ({} errors); QEMU {}; /healthz {}.\nConsole tail:\n{}\nQEMU's user network:\n{}",
+        result.command,
+        result.requests,
+        result.errors,
+        exited.map_or_else(
+            || "running".to_owned(),
+            |status| format!("exited ({status})")
+        ),
+        if healthy {
+            "answers"
+        } else {
+            "does not answer"
+        },
+        guest.console_tail(15),
+        guest.network_state()
+    )
 }
 
 fn median(values: &[f64]) -> f64 {

@@ -88,12 +88,18 @@ pub enum LaunchError {
         console: String,
     },
     /// The service did not answer in time.
-    #[error("the service did not answer /healthz within {seconds} s{}", console_tail(.console))]
+    #[error(
+        "the service did not answer /healthz within {seconds} s{}{}",
+        console_tail(.console),
+        network_state(.network)
+    )]
     BootTimeout {
         /// The time limit.
         seconds: u64,
         /// The last lines of the guest's console.
         console: String,
+        /// QEMU's view of the guest's forwarded connections (`info usernet`).
+        network: String,
     },
     /// The QEMU monitor (QMP) failed.
     #[error("QMP: {0}")]
@@ -116,6 +122,14 @@ fn console_tail(console: &str) -> String {
         String::new()
     } else {
         format!("; last console lines:\n{console}")
+    }
+}
+
+fn network_state(network: &str) -> String {
+    if network.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\nQEMU's user network (info usernet):\n{network}")
     }
 }
 

@@ -8,25 +8,29 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long one probe waits for the connection and for the answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(150);
 
 /// One `GET /healthz`: true if the service answered `200`.
 pub fn probe(addr: SocketAddr, timeout: Duration) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
-    if stream.set_read_timeout(Some(timeout)).is_err()
-        || stream.set_write_timeout(Some(timeout)).is_err()
-    {
-        return false;
-    }
+    probe_at(addr, timeout).is_some()
+}
+
+/// One `GET /healthz`: when the `200` status line arrived, if it did.
+///
+/// After a `200` it reads on until the service closes the connection (the
+/// request says `Connection: close`) or `timeout` strikes, so that the
+/// service has let go of the connection when this returns: a caller that
+/// goes on to use the service finds none of its connection slots still held
+/// by a probe.
+pub fn probe_at(addr: SocketAddr, timeout: Duration) -> Option<Instant> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
     let request = b"GET /healthz HTTP/1.1\r\nHost: vigil\r\nConnection: close\r\n\r\n";
-    if stream.write_all(request).is_err() {
-        return false;
-    }
+    stream.write_all(request).ok()?;
     let mut head = [0u8; 16];
     let mut filled = 0;
     while filled < head.len() {
@@ -35,7 +39,15 @@ pub fn probe(addr: SocketAddr, timeout: Duration) -> bool {
             Ok(n) => filled += n,
         }
     }
-    head[..filled].starts_with(b"HTTP/1.1 200 ") || head[..filled].starts_with(b"HTTP/1.0 200 ")
+    if !(head[..filled].starts_with(b"HTTP/1.1 200 ")
+        || head[..filled].starts_with(b"HTTP/1.0 200 "))
+    {
+        return None;
+    }
+    let answered = Instant::now();
+    let mut rest = [0u8; 512];
+    while matches!(stream.read(&mut rest), Ok(n) if n > 0) {}
+    Some(answered)
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ pub struct Forward {
     pub guest_port: u16,
 }
 
+/// How often [`Guest::wait_healthy`] starts a probe.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+/// Probes [`Guest::wait_healthy`] lets run at once.
+const MAX_PROBES_IN_FLIGHT: usize = 32;
+
 /// The listen backlog the launcher gives QEMU's forwarding socket (see
 /// [`Guest::open_forwarding`]).
 pub const FORWARD_BACKLOG: i32 = 1024;
@@ -208,6 +213,7 @@ impl QemuConfig {
             qmp: self.qmp.clone(),
             console: self.console.clone(),
             forward: self.forward,
+            spawned: Instant::now(),
         })
     }
 }
@@ -219,6 +225,8 @@ pub struct Guest {
     qmp: PathBuf,
     console: PathBuf,
     forward: Option<Forward>,
+    /// When QEMU was started.
+    spawned: Instant,
 }
 
 /// QEMU's forwarding sockets to `guest_port`, from `info usernet`: their
@@ -334,6 +342,14 @@ impl Guest {
         }
     }
 
+    /// QEMU's view of the guest's user network (`info usernet`), for
+    /// diagnostics; the error text if QEMU cannot be asked.
+    pub fn network_state(&self) -> String {
+        Qmp::connect(&self.qmp, Duration::from_secs(2))
+            .and_then(|mut qmp| qmp.human("info usernet"))
+            .unwrap_or_else(|err| format!("(not available: {err})"))
+    }
+
     /// QEMU's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
@@ -370,8 +386,14 @@ impl Guest {
     }
 
     /// Waits until `GET /healthz` on 127.0.0.1:`port` answers 200. Returns
-    /// how long that took from the call. Fails early if QEMU exits, or if
+    /// the time from QEMU's start to that first answer. Fails early if QEMU exits, or if
     /// `cancel` becomes true.
+    ///
+    /// A probe is started every [`PROBE_INTERVAL`] on a thread of its own,
+    /// whether or not the earlier ones have finished. While the guest boots,
+    /// QEMU accepts the connection and then waits for the guest, so a probe
+    /// can only give up after its timeout; overlapping probes notice the first
+    /// answer within one interval instead of one timeout.
     pub fn wait_healthy(
         &mut self,
         port: u16,
@@ -380,23 +402,53 @@ impl Guest {
     ) -> Result<Duration> {
         let started = Instant::now();
         let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let (answered, answers) = std::sync::mpsc::channel::<Instant>();
+        let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         loop {
+            if let Ok(at) = answers.try_recv() {
+                // Let the other probes finish (each is bounded by its
+                // timeout), so none of them holds a connection when the
+                // caller starts using the service.
+                let drained = Instant::now();
+                while in_flight.load(Ordering::Relaxed) > 0
+                    && drained.elapsed() < 3 * health::PROBE_TIMEOUT
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                return Ok(at.duration_since(self.spawned));
+            }
             if cancel.load(Ordering::Relaxed) {
                 return Err(LaunchError::Interrupted);
             }
             if let Some(status) = self.try_exit() {
                 return Err(self.exited(status));
             }
-            if health::probe(addr, health::PROBE_TIMEOUT) {
-                return Ok(started.elapsed());
-            }
             if started.elapsed() > timeout {
+                let network = self.network_state();
                 return Err(LaunchError::BootTimeout {
                     seconds: timeout.as_secs(),
                     console: self.console_tail(20),
+                    network,
                 });
             }
-            std::thread::sleep(Duration::from_millis(10));
+            if in_flight.load(Ordering::Relaxed) < MAX_PROBES_IN_FLIGHT {
+                let answered = answered.clone();
+                let counter = std::sync::Arc::clone(&in_flight);
+                in_flight.fetch_add(1, Ordering::Relaxed);
+                let spawned = std::thread::Builder::new()
+                    .name("vigil-probe".into())
+                    .stack_size(64 << 10)
+                    .spawn(move || {
+                        if let Some(at) = health::probe_at(addr, health::PROBE_TIMEOUT) {
+                            let _ = answered.send(at);
+                        }
+                        counter.fetch_sub(1, Ordering::Relaxed);
+                    });
+                if spawned.is_err() {
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            std::thread::sleep(PROBE_INTERVAL);
         }
     }
 
