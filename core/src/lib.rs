@@ -7,4 +7,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "manifest")]
+extern crate alloc;
+
 pub mod v1;

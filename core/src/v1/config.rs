@@ -412,6 +412,17 @@ impl ServiceConfig {
         }
         write!(w, "--{LOG_SETTING}={}", self.log_level.as_str())
     }
+
+    /// The kernel command line that hands this configuration to the service:
+    /// Hermit gives every word after `--` to the application. This exact
+    /// string is what the manifest records and dom0 measures.
+    #[cfg(feature = "manifest")]
+    pub fn kernel_cmdline(&self) -> alloc::string::String {
+        let mut line = alloc::string::String::from("-- ");
+        // Writing to a String cannot fail.
+        let _ = self.write_args(&mut line);
+        line
+    }
 }
 
 /// Parses a plain decimal number: ASCII digits only, no sign, no spaces, at

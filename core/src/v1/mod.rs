@@ -1,3 +1,16 @@
 //! Version 1 of Vigil's formats.
+//!
+//! - [`config`]: the service settings on the kernel command line.
+//! - [`refblock`]: the reference block sealing writes into the image.
+//! - `events` (feature `digest`): the launch event list and PCR arithmetic.
+//! - `manifest` (feature `manifest`): the signed manifest.
+//! - `bundle` (feature `verify`): checking a sealed bundle.
 
+#[cfg(feature = "verify")]
+pub mod bundle;
 pub mod config;
+#[cfg(feature = "digest")]
+pub mod events;
+#[cfg(feature = "manifest")]
+pub mod manifest;
+pub mod refblock;
