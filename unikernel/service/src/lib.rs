@@ -16,6 +16,7 @@
 //!   connection limit (with two kinds of helper threads that work around
 //!   Hermit 0.11; see there).
 //! - [`json`]: the strict JSON validator that `PUT` bodies must pass.
+//! - [`reference`]: the reference block sealing writes into the image.
 //!
 //! # Running
 //! ```no_run
@@ -32,7 +33,9 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the reference block's `link_section` needs one
+// `allow` (see `reference`); nothing else may use unsafe code.
+#![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -42,6 +45,7 @@ pub mod app;
 pub mod http;
 pub mod json;
 pub mod log;
+pub mod reference;
 pub mod server;
 
 /// Widens a numeric setting (`u32` in the configuration) for sizes and counts.

@@ -7,7 +7,9 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::process;
 
 use vigil_core::v1::config::{LogLevel, ServiceConfig};
+use vigil_core::v1::refblock::RefBlock;
 use vigil_service::log::Logger;
+use vigil_service::reference;
 use vigil_service::server::Server;
 
 /// Where the service listens: every address of the guest under Hermit; on
@@ -37,6 +39,7 @@ fn main() {
             format_args!("version {} starting: {settings}", env!("CARGO_PKG_VERSION")),
         );
     }
+    log_reference_block(&log);
     let server = TcpListener::bind((LISTEN_ADDRESS, config.port))
         .and_then(|listener| Server::new(listener, config));
     let server = match server {
@@ -53,5 +56,29 @@ fn main() {
     if let Err(error) = server.run() {
         eprintln!("vigil-service: event loop failed: {error}");
         process::exit(1);
+    }
+}
+
+/// Says whether this image was sealed, and what the seal asks of it.
+fn log_reference_block(log: &Logger) {
+    match reference::read() {
+        Ok(RefBlock::Unsealed) => log.log(
+            LogLevel::Info,
+            format_args!("reference block: unsealed (this image was not sealed)"),
+        ),
+        Ok(RefBlock::Sealed(sealed)) => log.log(
+            LogLevel::Info,
+            format_args!(
+                "reference block: sealed, {} regions, reaction {} every {} ms, load offset {:#x}",
+                sealed.regions().count(),
+                sealed.reaction,
+                sealed.interval_ms,
+                reference::load_offset(sealed.link_vaddr),
+            ),
+        ),
+        Err(error) => log.log(
+            LogLevel::Error,
+            format_args!("reference block unreadable: {error}"),
+        ),
     }
 }
