@@ -17,6 +17,12 @@ pub mod exit {
     pub const BUILD_FAILED: u8 = 4;
     /// A built artifact is not what it must be, or the outputs could not be written.
     pub const BAD_OUTPUT: u8 = 5;
+    /// A key file is unusable (missing, corrupt, not ed25519, exposed).
+    pub const BAD_KEY: u8 = 6;
+    /// An output exists already; nothing was written.
+    pub const EXISTS: u8 = 7;
+    /// A bundle failed verification.
+    pub const VERIFY_FAILED: u8 = 8;
 }
 
 /// A failed build, with the context needed to act on it.

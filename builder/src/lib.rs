@@ -1,13 +1,17 @@
 //! `vigil-build`: builds the Hermit kernel, the Vigil service and the PVH
 //! loader reproducibly from a clean checkout.
 //!
-//! The binary is a thin command-line layer over [`pipeline::build`].
+//! The binary is a thin command-line layer over [`pipeline::build`],
+//! [`keys::generate`], [`seal::seal`] and [`verify::verify_dir`].
 
 pub mod archive;
 pub mod error;
 pub mod flavor;
+pub mod keys;
 pub mod pipeline;
+pub mod seal;
 pub mod toolchain;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 

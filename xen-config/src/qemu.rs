@@ -93,10 +93,7 @@ pub struct Forwarding {
 /// The kernel command line that hands `config` to the service: Hermit gives
 /// every word after `--` to the application.
 pub fn kernel_cmdline(config: &ServiceConfig) -> String {
-    let mut line = String::from("-- ");
-    // Writing to a String cannot fail.
-    let _ = config.write_args(&mut line);
-    line
+    config.kernel_cmdline()
 }
 
 fn os(s: impl Into<OsString>) -> OsString {
