@@ -1,12 +1,16 @@
 //! Command-line front end of `vigil-bench`.
 
-use std::path::PathBuf;
+mod seal;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use vigil_bench::http::{self, HttpBench};
 use vigil_bench::wrk::Load;
+
+use crate::seal::SealBench;
 
 /// Measures Vigil's costs side by side and writes reports.
 #[derive(Debug, Parser)]
@@ -47,6 +51,55 @@ enum Command {
         #[arg(long, default_value = "bench/results/http.md")]
         out: PathBuf,
     },
+    /// Sealing and SHA-256 throughput beside `openssl dgst -sha256` on the
+    /// same image, and on a large file (needs the apt package `openssl`).
+    Seal {
+        /// The directory `vigil-build build` wrote.
+        #[arg(long, default_value = "target/vigil/hvm")]
+        image_dir: PathBuf,
+        /// Runs of each side per comparison on the image.
+        #[arg(long, default_value_t = 21)]
+        runs: usize,
+        /// Size of the large file in MiB (0 skips it).
+        #[arg(long, default_value_t = 1024)]
+        large_mib: u64,
+        /// Runs of each side on the large file.
+        #[arg(long, default_value_t = 5)]
+        large_runs: usize,
+        /// Where the temporary directory (key, bundles, large file) is made;
+        /// it is removed at the end.
+        #[arg(long, default_value = "target")]
+        work_dir: PathBuf,
+        /// Where the report goes (a .md file; the numbers go beside it as .json).
+        #[arg(long, default_value = "bench/results/seal.md")]
+        out: PathBuf,
+    },
+}
+
+/// Writes the Markdown report and, beside it, the JSON numbers; prints the
+/// Markdown.
+fn write_report(
+    out: &Path,
+    markdown: &str,
+    command_line: &str,
+    machine: &str,
+    report: &impl serde::Serialize,
+) -> Result<()> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(out, markdown).with_context(|| format!("writing {}", out.display()))?;
+    let json = serde_json::json!({ "command": command_line, "machine": machine, "report": report });
+    let json_path = out.with_extension("json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    print!("{markdown}");
+    eprintln!(
+        "vigil-bench: wrote {} and {}",
+        out.display(),
+        json_path.display()
+    );
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -87,23 +140,27 @@ fn run(cli: Cli) -> Result<()> {
             let report = http::run(&bench)?;
             let machine = vigil_bench::machine_description();
             let markdown = http::markdown(&report, &command_line, &machine);
-            if let Some(dir) = out.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            std::fs::write(&out, &markdown)
-                .with_context(|| format!("writing {}", out.display()))?;
-            let json = serde_json::json!({ "command": command_line, "machine": machine, "report": report });
-            let json_path = out.with_extension("json");
-            std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
-                .with_context(|| format!("writing {}", json_path.display()))?;
-            print!("{markdown}");
-            eprintln!(
-                "vigil-bench: wrote {} and {}",
-                out.display(),
-                json_path.display()
-            );
-            Ok(())
+            write_report(&out, &markdown, &command_line, &machine, &report)
+        }
+        Command::Seal {
+            image_dir,
+            runs,
+            large_mib,
+            large_runs,
+            work_dir,
+            out,
+        } => {
+            let bench = SealBench {
+                image_dir,
+                runs,
+                large_mib,
+                large_runs,
+                work_dir,
+            };
+            let report = seal::run(&bench)?;
+            let machine = vigil_bench::machine_description();
+            let markdown = seal::markdown(&report, &command_line, &machine);
+            write_report(&out, &markdown, &command_line, &machine, &report)
         }
     }
 }
