@@ -7,7 +7,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "manifest")]
+#[cfg(any(feature = "manifest", feature = "eventlog"))]
 extern crate alloc;
 
 pub mod v1;

@@ -11,3 +11,4 @@ pub mod image;
 pub mod qemu;
 pub mod qmp;
 pub mod run;
+pub mod tpm;

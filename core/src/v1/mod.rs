@@ -3,12 +3,15 @@
 //! - [`config`]: the service settings on the kernel command line.
 //! - [`refblock`]: the reference block sealing writes into the image.
 //! - `events` (feature `digest`): the launch event list and PCR arithmetic.
+//! - `eventlog` (feature `eventlog`): the TCG crypto-agile event log.
 //! - `manifest` (feature `manifest`): the signed manifest.
 //! - `bundle` (feature `verify`): checking a sealed bundle.
 
 #[cfg(feature = "verify")]
 pub mod bundle;
 pub mod config;
+#[cfg(feature = "eventlog")]
+pub mod eventlog;
 #[cfg(feature = "digest")]
 pub mod events;
 #[cfg(feature = "manifest")]
