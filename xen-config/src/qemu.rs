@@ -76,6 +76,9 @@ pub struct Forward {
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 /// Probes [`Guest::wait_healthy`] lets run at once.
 const MAX_PROBES_IN_FLIGHT: usize = 32;
+/// How long a probe started after the service said it listens waits for
+/// its answer (see [`Guest::wait_healthy`]).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The listen backlog the launcher gives QEMU's forwarding socket (see
 /// [`Guest::open_forwarding`]).
@@ -391,6 +394,16 @@ impl Guest {
     /// QEMU accepts the connection and then waits for the guest, so a probe
     /// can only give up after its timeout; overlapping probes notice the first
     /// answer within one interval instead of one timeout.
+    ///
+    /// Once the console shows that the service listens
+    /// ([`accel::READY_LINE`](crate::accel::READY_LINE)), a silent connection
+    /// means a slow guest, not an absent one. From then on one probe at a
+    /// time runs, and it waits up to [`ANSWER_TIMEOUT`]. Short overlapping
+    /// probes against a guest slowed down (TCG on a busy host) were each
+    /// given up before the answer came, while the guest still had to accept,
+    /// answer and close every one of them: 200 connections a second, more
+    /// than it could serve, so no probe ever saw an answer and the service
+    /// filled up with abandoned connections ("256 connections in service").
     pub fn wait_healthy(
         &mut self,
         port: u16,
@@ -401,6 +414,9 @@ impl Guest {
         let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
         let (answered, answers) = std::sync::mpsc::channel::<Instant>();
         let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Probes started since the service listens (at most one at a time).
+        let patient_in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut listening = false;
         loop {
             if let Ok(at) = answers.try_recv() {
                 // Let the other probes finish (each is bounded by its
@@ -408,7 +424,7 @@ impl Guest {
                 // caller starts using the service.
                 let drained = Instant::now();
                 while in_flight.load(Ordering::Relaxed) > 0
-                    && drained.elapsed() < 3 * health::PROBE_TIMEOUT
+                    && drained.elapsed() < ANSWER_TIMEOUT + health::PROBE_TIMEOUT
                 {
                     std::thread::sleep(Duration::from_millis(2));
                 }
@@ -428,21 +444,54 @@ impl Guest {
                     network,
                 });
             }
-            if in_flight.load(Ordering::Relaxed) < MAX_PROBES_IN_FLIGHT {
+            if !listening {
+                listening = std::fs::read(&self.console).is_ok_and(|text| {
+                    let marker = crate::accel::READY_LINE.as_bytes();
+                    text.windows(marker.len()).any(|w| w == marker)
+                });
+            }
+            let start = if listening {
+                patient_in_flight.load(Ordering::Relaxed) == 0
+            } else {
+                in_flight.load(Ordering::Relaxed) < MAX_PROBES_IN_FLIGHT
+            };
+            if start {
                 let answered = answered.clone();
                 let counter = std::sync::Arc::clone(&in_flight);
+                let patient = listening.then(|| std::sync::Arc::clone(&patient_in_flight));
+                let probe_timeout = if listening {
+                    ANSWER_TIMEOUT
+                } else {
+                    health::PROBE_TIMEOUT
+                };
                 in_flight.fetch_add(1, Ordering::Relaxed);
+                if let Some(patient) = &patient {
+                    patient.fetch_add(1, Ordering::Relaxed);
+                }
+                let done = {
+                    let counter = std::sync::Arc::clone(&counter);
+                    let patient = patient.clone();
+                    move || {
+                        counter.fetch_sub(1, Ordering::Relaxed);
+                        if let Some(patient) = patient {
+                            patient.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                };
                 let spawned = std::thread::Builder::new()
                     .name("vigil-probe".into())
                     .stack_size(64 << 10)
                     .spawn(move || {
-                        if let Some(at) = health::probe_at(addr, health::PROBE_TIMEOUT) {
+                        if let Some(at) = health::probe_at(addr, probe_timeout) {
                             let _ = answered.send(at);
                         }
-                        counter.fetch_sub(1, Ordering::Relaxed);
+                        done();
                     });
                 if spawned.is_err() {
                     in_flight.fetch_sub(1, Ordering::Relaxed);
+                    if let Some(patient) = patient {
+                        patient.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             }
             std::thread::sleep(PROBE_INTERVAL);

@@ -174,7 +174,7 @@ fn bad_requests_get_the_right_status_and_the_service_keeps_serving() {
     // After a framing error the server closes that connection.
     let mut client = guest.connect();
     client.send(b"PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\n\r\n");
-    let response = client.response(false).unwrap();
+    let response = client.response(false);
     assert_eq!(response.status, 411);
     assert_eq!(response.header("connection"), Some("close"));
     assert!(client.closed_by_server());
@@ -209,27 +209,27 @@ fn keep_alive_pipelining_http10_and_expect_continue() {
           GET /v1/kv/p HTTP/1.1\r\nHost: x\r\n\r\n\
           GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
     );
-    assert_eq!(client.response(false).unwrap().status, 201);
-    let second = client.response(false).unwrap();
+    assert_eq!(client.response(false).status, 201);
+    let second = client.response(false);
     assert_eq!((second.status, second.body.as_slice()), (200, &b"true"[..]));
-    assert_eq!(client.response(false).unwrap().status, 200);
+    assert_eq!(client.response(false).status, 200);
     // Still open: keep-alive is the HTTP/1.1 default.
     assert_eq!(client.request("GET", "/healthz", None).status, 200);
 
     // Connection: close is honoured.
     client.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let last = client.response(false).unwrap();
+    let last = client.response(false);
     assert_eq!(last.header("connection"), Some("close"));
     assert!(client.closed_by_server());
 
     // HTTP/1.0 closes unless asked to keep the connection.
     let mut client = guest.connect();
     client.send(b"GET /healthz HTTP/1.0\r\n\r\n");
-    assert_eq!(client.response(false).unwrap().status, 200);
+    assert_eq!(client.response(false).status, 200);
     assert!(client.closed_by_server());
     let mut client = guest.connect();
     client.send(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-    let response = client.response(false).unwrap();
+    let response = client.response(false);
     assert_eq!(response.header("connection"), Some("keep-alive"));
     assert_eq!(client.request("GET", "/healthz", None).status, 200);
 
@@ -238,9 +238,9 @@ fn keep_alive_pipelining_http10_and_expect_continue() {
     client.send(
         b"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\nExpect: 100-continue\r\n\r\n",
     );
-    assert_eq!(client.response(false).unwrap().status, 100);
+    assert_eq!(client.response(false).status, 100);
     client.send(b"[1,2,3]");
-    assert_eq!(client.response(false).unwrap().status, 201);
+    assert_eq!(client.response(false).status, 201);
 }
 
 #[test]
@@ -339,17 +339,21 @@ fn store_bytes_limit_never_evicts() {
 
 #[test]
 #[ignore = "boots the built image under QEMU: run by .ci/run (cargo test -- --ignored)"]
-fn idle_connections_are_closed_and_connection_limit_holds() {
-    let guest = TestGuest::boot(&[("idle-timeout-ms", "1000"), ("max-connections", "4")]);
+fn idle_connections_are_closed() {
+    let guest = TestGuest::boot(&[("idle-timeout-ms", "1000")]);
 
-    // An idle keep-alive connection is closed after the timeout.
+    // An idle keep-alive connection is closed after the timeout. The
+    // service measures idleness from the event loop's wake-up in which it
+    // read the request, which on a busy host can lie some way before the
+    // bytes were read; half the timeout still tells an idle close from an
+    // immediate one.
     let mut idle = guest.connect();
-    assert_eq!(idle.request("GET", "/healthz", None).status, 200);
     let started = Instant::now();
+    assert_eq!(idle.request("GET", "/healthz", None).status, 200);
     idle.set_read_timeout(Duration::from_secs(10));
     assert!(idle.closed_by_server());
     assert!(
-        started.elapsed() >= Duration::from_millis(900),
+        started.elapsed() >= Duration::from_millis(500),
         "{:?}",
         started.elapsed()
     );
@@ -358,7 +362,16 @@ fn idle_connections_are_closed_and_connection_limit_holds() {
     let mut half = guest.connect();
     half.send(b"GET /healthz HTTP/1.1\r\nHost:");
     half.set_read_timeout(Duration::from_secs(10));
-    assert_eq!(half.response(false).unwrap().status, 408);
+    assert_eq!(half.response(false).status, 408);
+    guest.assert_healthy();
+}
+
+#[test]
+#[ignore = "boots the built image under QEMU: run by .ci/run (cargo test -- --ignored)"]
+fn connection_limit_holds() {
+    // The default idle timeout (30 s): held connections must not time out
+    // while the test, on a slow host, is still opening the others.
+    let guest = TestGuest::boot(&[("max-connections", "4")]);
 
     // Four connections are served; a fifth is answered 503 and closed.
     let mut held: Vec<_> = (0..4).map(|_| guest.connect()).collect();
@@ -366,7 +379,7 @@ fn idle_connections_are_closed_and_connection_limit_holds() {
         assert_eq!(client.request("GET", "/healthz", None).status, 200);
     }
     let mut fifth = guest.connect();
-    let rejected = fifth.response(false).expect("a 503 before the close");
+    let rejected = fifth.response(false);
     assert_eq!(rejected.status, 503, "{}", rejected.text());
     assert!(fifth.closed_by_server());
     drop(held);
@@ -381,13 +394,15 @@ fn sixty_four_concurrent_keep_alive_clients() {
     const ROUNDS: usize = 8;
     let mut guest = TestGuest::boot(&[]);
     let addr = guest.addr();
+    let console = guest.console_path().to_owned();
     let barrier = Arc::new(Barrier::new(CLIENTS));
 
     let workers: Vec<_> = (0..CLIENTS)
         .map(|id| {
             let barrier = Arc::clone(&barrier);
+            let console = console.clone();
             std::thread::spawn(move || {
-                let mut client = common::Client::connect(addr);
+                let mut client = common::Client::connect_with_console(addr, Some(console));
                 barrier.wait();
                 let mut written = BTreeMap::new();
                 for round in 0..ROUNDS {

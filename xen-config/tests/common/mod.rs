@@ -6,9 +6,9 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vigil_dom0::accel::{self, AccelChoice};
 use vigil_dom0::image::BootImage;
@@ -89,9 +89,13 @@ impl TestGuest {
 
     /// The guest's serial console so far.
     pub fn console(&self) -> String {
-        let guest = self.guest.as_ref().unwrap();
-        String::from_utf8_lossy(&std::fs::read(guest.console_path()).unwrap_or_default())
+        String::from_utf8_lossy(&std::fs::read(self.console_path()).unwrap_or_default())
             .into_owned()
+    }
+
+    /// Where QEMU writes the guest's serial console.
+    pub fn console_path(&self) -> &Path {
+        self.guest.as_ref().unwrap().console_path()
     }
 
     /// Whether QEMU is still running.
@@ -99,16 +103,16 @@ impl TestGuest {
         self.guest.as_mut().unwrap().try_exit().is_none()
     }
 
-    /// A new keep-alive connection.
+    /// A new keep-alive connection; its failures show the console's tail.
     pub fn connect(&self) -> Client {
-        Client::connect(self.addr())
+        Client::connect_with_console(self.addr(), Some(self.console_path().to_owned()))
     }
 
     /// Sends `raw` on a fresh connection and reads one response.
     pub fn raw(&self, raw: &[u8]) -> Response {
         let mut client = self.connect();
         client.send(raw);
-        client.response(false).expect("a response")
+        client.response(false)
     }
 
     /// A request with an optional body on a fresh connection.
@@ -158,15 +162,42 @@ impl Response {
     }
 }
 
+/// Lines of the guest console a failed request shows.
+const CONSOLE_TAIL_LINES: usize = 40;
+
+/// The last `lines` lines of the console file at `path`.
+pub fn console_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// A raw HTTP/1.1 client on one connection.
 pub struct Client {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    /// The guest's console, shown when a request gets no answer.
+    console: Option<PathBuf>,
+    /// When the connection was made.
+    connected: Instant,
 }
 
 impl Client {
+    /// A connection to `addr` that knows no console.
     pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+        Self::connect_with_console(addr, None)
+    }
+
+    /// A connection to `addr` whose failures show the tail of `console`.
+    pub fn connect_with_console(addr: SocketAddr, console: Option<PathBuf>) -> Self {
+        let stream =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap_or_else(|err| {
+                panic!(
+                    "cannot connect to {addr}: {err}{}",
+                    Self::console_report(console.as_deref())
+                )
+            });
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
@@ -174,11 +205,15 @@ impl Client {
         Self {
             writer: stream.try_clone().unwrap(),
             reader: BufReader::new(stream),
+            console,
+            connected: Instant::now(),
         }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).unwrap();
+        if let Err(err) = self.writer.write_all(bytes) {
+            self.fail(&format!("sending {} bytes failed: {err}", bytes.len()));
+        }
     }
 
     /// Sends a request (keep-alive) and reads its response.
@@ -191,17 +226,31 @@ impl Client {
             raw.extend_from_slice(b"\r\n");
         }
         self.send(&raw);
-        self.response(method == "HEAD").expect("a response")
+        match self.try_response(method == "HEAD") {
+            Ok(response) => response,
+            Err(why) => self.fail(&format!("{method} {path}: no response: {why}")),
+        }
     }
 
-    /// Reads one response; `None` if the server closed the connection first.
-    pub fn response(&mut self, head: bool) -> Option<Response> {
+    /// Reads one response, or panics saying why there was none (with the
+    /// tail of the guest's console).
+    pub fn response(&mut self, head: bool) -> Response {
+        self.try_response(head)
+            .unwrap_or_else(|why| self.fail(&format!("no response: {why}")))
+    }
+
+    /// Reads one response; the error says how it failed (the server closed
+    /// the connection, a reset, a timeout).
+    pub fn try_response(&mut self, head: bool) -> Result<Response, String> {
         let mut raw = Vec::new();
         loop {
             let mut line = Vec::new();
-            let n = self.reader.read_until(b'\n', &mut line).ok()?;
+            let n = self
+                .reader
+                .read_until(b'\n', &mut line)
+                .map_err(|err| self.failure(&raw, &line, &format!("read failed: {err}")))?;
             if n == 0 {
-                return None;
+                return Err(self.failure(&raw, &line, "the server closed the connection"));
             }
             raw.extend_from_slice(&line);
             if line == b"\r\n" {
@@ -236,12 +285,45 @@ impl Client {
                 length
             }
         ];
-        self.reader.read_exact(&mut body).ok()?;
-        Some(Response {
+        self.reader.read_exact(&mut body).map_err(|err| {
+            self.failure(
+                &raw,
+                &[],
+                &format!("reading a {length}-byte body failed: {err}"),
+            )
+        })?;
+        Ok(Response {
             status: code,
             headers,
             body,
         })
+    }
+
+    /// Describes a failed read: what, after how long, and what had arrived.
+    fn failure(&self, head: &[u8], line: &[u8], what: &str) -> String {
+        let received = head.len() + line.len();
+        format!(
+            "{what} ({:.3} s after connecting, local {}, {received} bytes of the response received)",
+            self.connected.elapsed().as_secs_f64(),
+            self.writer
+                .local_addr()
+                .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
+        )
+    }
+
+    /// Panics with `what` and the tail of the guest's console.
+    fn fail(&self, what: &str) -> ! {
+        panic!("{what}{}", Self::console_report(self.console.as_deref()))
+    }
+
+    fn console_report(console: Option<&Path>) -> String {
+        match console {
+            Some(path) => format!(
+                "\n--- guest console, last {CONSOLE_TAIL_LINES} lines ---\n{}\n--- end of console ---",
+                console_tail(path, CONSOLE_TAIL_LINES)
+            ),
+            None => String::new(),
+        }
     }
 
     /// True if the server closed the connection (EOF) within the read timeout.
