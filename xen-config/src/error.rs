@@ -21,6 +21,11 @@ pub mod exit {
     pub const BOOT_FAILED: u8 = 6;
     /// The guest stopped on its own after it had come up.
     pub const GUEST_EXITED: u8 = 7;
+    /// The bundle was refused: signature, digest, trusted key or security
+    /// version (nothing was started).
+    pub const REFUSED: u8 = 8;
+    /// The domain is already running, or there is no such domain.
+    pub const DOMAIN: u8 = 9;
     /// Interrupted (Ctrl-C or SIGTERM) before the guest was up; it was stopped.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -70,6 +75,66 @@ pub enum LaunchError {
         #[source]
         source: std::io::Error,
     },
+    /// A domain name that is not allowed.
+    #[error(
+        "domain name {name:?} is not allowed: use 1 to 32 of a-z, 0-9 and '-', not starting with '-'"
+    )]
+    BadDomainName {
+        /// The name.
+        name: String,
+    },
+    /// The trusted keys cannot be used.
+    #[error("trusted key {path}: {problem}")]
+    BadTrust {
+        /// The key file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The domain is running already.
+    #[error(
+        "domain {name} is already running (QEMU pid {pid}); stop it first with `vigil-dom0 stop {name}`"
+    )]
+    DomainRunning {
+        /// The domain.
+        name: String,
+        /// Its QEMU.
+        pid: u32,
+    },
+    /// No such domain.
+    #[error("there is no domain {name} (see `vigil-dom0 list`)")]
+    UnknownDomain {
+        /// The domain.
+        name: String,
+    },
+    /// A bundle file cannot be read.
+    #[error("cannot read the bundle file {path}")]
+    BundleUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bundle failed verification.
+    #[error("refusing to launch {bundle}: {failures}")]
+    BundleRejected {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The failed checks, expected vs found.
+        failures: String,
+    },
+    /// PCR 9 after the extends is not what the manifest predicts.
+    #[error("PCR 9 is {actual} after the launch extends, the manifest predicts {expected}")]
+    Pcr9Mismatch {
+        /// The manifest's prediction.
+        expected: String,
+        /// The vTPM's value.
+        actual: String,
+    },
+    /// The domain's vTPM failed.
+    #[error(transparent)]
+    Tpm(#[from] crate::tpm::TpmError),
     /// QEMU could not be started.
     #[error("could not start {program}")]
     Spawn {
@@ -145,6 +210,13 @@ impl LaunchError {
             | Self::BootTimeout { .. }
             | Self::Qmp(_) => exit::BOOT_FAILED,
             Self::GuestExited { .. } => exit::GUEST_EXITED,
+            Self::Tpm(crate::tpm::TpmError::Missing) => exit::MISSING,
+            Self::Tpm(_) => exit::HOST,
+            Self::BadDomainName { .. } | Self::BadTrust { .. } => exit::BAD_INPUT,
+            Self::BundleUnreadable { .. }
+            | Self::BundleRejected { .. }
+            | Self::Pcr9Mismatch { .. } => exit::REFUSED,
+            Self::DomainRunning { .. } | Self::UnknownDomain { .. } => exit::DOMAIN,
             Self::Interrupted => exit::INTERRUPTED,
         })
     }

@@ -8,6 +8,7 @@ pub mod accel;
 pub mod error;
 pub mod health;
 pub mod image;
+pub mod launch;
 pub mod qemu;
 pub mod qmp;
 pub mod run;

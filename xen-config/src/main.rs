@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use vigil_core::v1::config::{LOG_SETTING, SETTINGS};
 use vigil_dom0::accel::AccelChoice;
 use vigil_dom0::error::{LaunchError, exit};
+use vigil_dom0::launch::{self, LaunchOptions};
 use vigil_dom0::qemu::describe_exit;
 use vigil_dom0::run::{self, RunOptions};
 
@@ -23,6 +24,9 @@ Exit codes:
   5    a host resource is unavailable (port taken, directory not writable)
   6    the guest did not come up (QEMU failed, or no /healthz answer in time)
   7    the guest stopped on its own after it had come up
+  8    the bundle was refused (signature, digest, trusted key, security
+       version, PCR 9): nothing was started
+  9    the domain is already running, or there is no such domain
   130  interrupted while the guest was booting (it was stopped)";
 
 /// Vigil's VM-host tool: boots Vigil's Hermit images under QEMU.
@@ -68,6 +72,92 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measured launch of a sealed bundle: copy and verify it, extend the
+    /// launch events into the domain's own vTPM (swtpm), boot it, and leave
+    /// it running (detached). Prints the domain record.
+    #[command(after_help = EXIT_CODES)]
+    Launch {
+        /// The sealed bundle directory (`vigil-build seal`).
+        bundle: PathBuf,
+        /// The trusted public key (SPKI PEM), or a directory of *.pem keys.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Refuse bundles with a lower security version.
+        #[arg(long, default_value_t = 0)]
+        min_version: u64,
+        /// The domain's name.
+        #[arg(long, default_value = "vigil")]
+        name: String,
+        /// Where domains keep their state (one 0700 directory each).
+        #[arg(long, env = "VIGIL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// Host port on 127.0.0.1 forwarded to the service (0: any free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Accelerator (see `run`).
+        #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+        accel: AccelChoice,
+        /// Guest RAM in MiB.
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=65536))]
+        memory: u32,
+        /// Seconds to wait for the first /healthz answer.
+        #[arg(long, default_value_t = 60)]
+        boot_timeout: u64,
+    },
+    /// Stop a launched domain: its guest, then its swtpm. The vTPM state
+    /// (its keys) is kept unless --purge.
+    #[command(after_help = EXIT_CODES)]
+    Stop {
+        /// The domain's name.
+        name: String,
+        /// Also delete the domain's vTPM state and directory.
+        #[arg(long)]
+        purge: bool,
+        /// Where domains keep their state.
+        #[arg(long, env = "VIGIL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// The launched domains: name, state, URL (JSON with --json).
+    #[command(after_help = EXIT_CODES)]
+    List {
+        /// Where domains keep their state.
+        #[arg(long, env = "VIGIL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One domain: running or exited, its launch record, PCRs, and the tail
+    /// of its console (a guest that halted leaves its reason there). JSON.
+    #[command(after_help = EXIT_CODES)]
+    Status {
+        /// The domain's name.
+        name: String,
+        /// Where domains keep their state.
+        #[arg(long, env = "VIGIL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// A domain's launch event log as JSON (the binary TCG log is
+    /// <state-dir>/<name>/eventlog.bin, for tpm2_eventlog).
+    #[command(after_help = EXIT_CODES)]
+    Eventlog {
+        /// The domain's name.
+        name: String,
+        /// Where domains keep their state.
+        #[arg(long, env = "VIGIL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+/// The default state directory: $XDG_STATE_HOME/vigil, else ~/.local/state/vigil.
+fn state_dir(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib"))
+            .join("vigil")
+    })
 }
 
 fn settings_help() -> String {
@@ -101,18 +191,146 @@ fn default_image_dir(start: &Path) -> PathBuf {
 }
 
 fn run(cli: Cli) -> Result<(), LaunchError> {
-    let Command::Run {
-        image_dir,
-        port,
-        accel,
-        memory,
-        cpus,
-        settings,
-        boot_timeout,
-        json,
-    } = cli.command;
-
     let cancel = Arc::new(AtomicBool::new(false));
+    let (image_dir, port, accel, memory, cpus, settings, boot_timeout, json) = match cli.command {
+        Command::Run {
+            image_dir,
+            port,
+            accel,
+            memory,
+            cpus,
+            settings,
+            boot_timeout,
+            json,
+        } => (
+            image_dir,
+            port,
+            accel,
+            memory,
+            cpus,
+            settings,
+            boot_timeout,
+            json,
+        ),
+        Command::Launch {
+            bundle,
+            trust,
+            min_version,
+            name,
+            state_dir: dir,
+            port,
+            accel,
+            memory,
+            boot_timeout,
+        } => {
+            let options = LaunchOptions {
+                bundle,
+                trust,
+                min_version,
+                name,
+                state_root: state_dir(dir),
+                host_port: port,
+                accel,
+                memory_mib: memory,
+                cpus: 1,
+                boot_timeout: Duration::from_secs(boot_timeout),
+            };
+            let record = launch::launch(&options, &cancel)?;
+            eprintln!(
+                "vigil-dom0: domain {} up at {} ({:.2} s to first answer); PCR 9 {}",
+                record.name, record.url, record.boot_seconds, record.pcrs[0].1
+            );
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&record).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        Command::Stop {
+            name,
+            purge,
+            state_dir: dir,
+        } => {
+            let record = launch::stop(&state_dir(dir), &name, purge)?;
+            eprintln!(
+                "vigil-dom0: domain {} stopped{}",
+                record.name,
+                if purge { " and purged" } else { "" }
+            );
+            return Ok(());
+        }
+        Command::List {
+            state_dir: dir,
+            json,
+        } => {
+            let domains = launch::list(&state_dir(dir))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&domains).unwrap_or_default()
+                );
+            } else {
+                for domain in &domains {
+                    println!(
+                        "{:<16} {:<8} {}  {}",
+                        domain.record.name, domain.state, domain.record.url, domain.record.service
+                    );
+                }
+            }
+            return Ok(());
+        }
+        Command::Status {
+            name,
+            state_dir: dir,
+        } => {
+            let status = launch::status(&state_dir(dir), &name)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        Command::Eventlog {
+            name,
+            state_dir: dir,
+        } => {
+            let path = state_dir(dir).join(&name).join(launch::EVENTLOG_FILE);
+            let bytes = std::fs::read(&path)
+                .map_err(|_| LaunchError::UnknownDomain { name: name.clone() })?;
+            let records = vigil_core::v1::eventlog::parse(&bytes).map_err(|err| {
+                LaunchError::BadImageDir {
+                    path: path.clone(),
+                    problem: err.to_string(),
+                }
+            })?;
+            let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            let view: Vec<serde_json::Value> = records
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "pcr": r.pcr,
+                        "event_type": format!("{:#x}", r.event_type),
+                        "sha256": hex(&r.sha256),
+                        "data": std::str::from_utf8(r.data).map_or_else(|_| hex(r.data), str::to_owned),
+                    })
+                })
+                .collect();
+            let replayed: serde_json::Map<String, serde_json::Value> = [9u32, 12, 15]
+                .iter()
+                .map(|&pcr| {
+                    (
+                        pcr.to_string(),
+                        hex(&vigil_core::v1::eventlog::replay(&records, pcr)).into(),
+                    )
+                })
+                .collect();
+            let out =
+                serde_json::json!({"domain": name, "events": view, "replayed_pcrs": replayed});
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            return Ok(());
+        }
+    };
+
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&cancel)).map_err(LaunchError::io(
             "installing a handler for",

@@ -63,6 +63,17 @@ pub struct QemuConfig {
     pub qmp: PathBuf,
 }
 
+/// How [`QemuConfig::spawn_with`] starts QEMU.
+#[derive(Clone, Debug, Default)]
+pub struct SpawnOptions {
+    /// Start with the vCPUs stopped (`-S`); [`Guest::resume`] starts them.
+    pub paused: bool,
+    /// Write QEMU's stderr to this file, in a process group of its own, so
+    /// the guest can outlive the launcher ([`Guest::detach`]). Without it,
+    /// stderr is piped to the launcher for its error messages.
+    pub stderr_log: Option<PathBuf>,
+}
+
 /// A TCP port on 127.0.0.1 forwarded to a guest port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Forward {
@@ -193,27 +204,48 @@ impl QemuConfig {
 
     /// Starts QEMU. The returned [`Guest`] stops it when dropped.
     pub fn spawn(&self) -> Result<Guest> {
+        self.spawn_with(&SpawnOptions::default())
+    }
+
+    /// Starts QEMU with `options`. The returned [`Guest`] stops it when
+    /// dropped, unless [`Guest::detach`]ed.
+    pub fn spawn_with(&self, options: &SpawnOptions) -> Result<Guest> {
+        use std::os::unix::process::CommandExt;
+
         let program = which::which(QEMU).map_err(|_| LaunchError::MissingProgram {
             program: QEMU,
             package: QEMU_PACKAGE,
         })?;
         let _ = std::fs::remove_file(&self.qmp);
-        let child = Command::new(&program)
-            .args(self.args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| LaunchError::Spawn {
-                program: program.display().to_string(),
-                source,
-            })?;
+        let mut command = Command::new(&program);
+        command.args(self.args());
+        if options.paused {
+            command.arg("-S");
+        }
+        command.stdin(Stdio::null()).stdout(Stdio::null());
+        match &options.stderr_log {
+            Some(path) => {
+                let file = std::fs::File::create(path)
+                    .map_err(LaunchError::io("creating", path.clone()))?;
+                // Its own process group: Ctrl-C on the launching terminal
+                // does not reach a guest meant to outlive the launcher.
+                command.stderr(file).process_group(0);
+            }
+            None => {
+                command.stderr(Stdio::piped());
+            }
+        }
+        let child = command.spawn().map_err(|source| LaunchError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
         Ok(Guest {
             child: Some(child),
             qmp: self.qmp.clone(),
             console: self.console.clone(),
             forward: self.forward,
             spawned: Instant::now(),
+            stderr_log: options.stderr_log.clone(),
         })
     }
 }
@@ -227,6 +259,8 @@ pub struct Guest {
     forward: Option<Forward>,
     /// When QEMU was started.
     spawned: Instant,
+    /// Where QEMU's stderr goes, if not to a pipe.
+    stderr_log: Option<PathBuf>,
 }
 
 /// QEMU's forwarding sockets to `guest_port`, from `info usernet`: their
@@ -350,6 +384,18 @@ impl Guest {
             .unwrap_or_else(|err| format!("(not available: {err})"))
     }
 
+    /// Starts the vCPUs of a guest spawned paused.
+    pub fn resume(&mut self) -> Result<()> {
+        let mut qmp = self.monitor(Duration::from_secs(10))?;
+        qmp.execute("cont").map(|_| ())
+    }
+
+    /// Lets QEMU run on after this value is dropped; returns its pid. Its
+    /// lifecycle is then the caller's (by pid and QMP socket).
+    pub fn detach(mut self) -> u32 {
+        self.child.take().map_or(0, |child| child.id())
+    }
+
     /// QEMU's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
@@ -371,6 +417,12 @@ impl Guest {
     /// QEMU's own error output, once it has exited.
     fn stderr(&mut self) -> String {
         use std::io::Read;
+        if let Some(log) = &self.stderr_log {
+            return std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+        }
         let mut text = String::new();
         if let Some(stderr) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
             let _ = stderr.read_to_string(&mut text);
@@ -559,11 +611,12 @@ impl Guest {
 
 impl Drop for Guest {
     fn drop(&mut self) {
+        // A detached guest has no child here: it and its socket live on.
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            let _ = std::fs::remove_file(&self.qmp);
         }
-        let _ = std::fs::remove_file(&self.qmp);
     }
 }
 

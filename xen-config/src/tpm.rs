@@ -17,6 +17,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,6 +114,9 @@ impl Vtpm {
         for stale in [&socket, &control] {
             let _ = fs::remove_file(stale);
         }
+        let stderr_path = dir.join("swtpm.stderr");
+        let stderr = fs::File::create(&stderr_path)
+            .map_err(|err| fail(format!("creating {}: {err}", stderr_path.display())))?;
         let child = Command::new(program)
             .arg("socket")
             .arg("--tpm2")
@@ -128,7 +132,10 @@ impl Vtpm {
             .arg(format!("file={},level=1", dir.join("swtpm.log").display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
+            // Its own process group: Ctrl-C on the launching terminal does
+            // not reach a vTPM meant to outlive the launcher.
+            .process_group(0)
             .spawn()
             .map_err(|err| fail(format!("spawning swtpm: {err}")))?;
         let mut vtpm = Self {
@@ -139,10 +146,7 @@ impl Vtpm {
         loop {
             if let Some(child) = vtpm.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    let mut stderr = String::new();
-                    if let Some(mut pipe) = child.stderr.take() {
-                        let _ = pipe.read_to_string(&mut stderr);
-                    }
+                    let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
                     vtpm.child = None;
                     return Err(fail(format!(
                         "swtpm exited with {status}: {}",

@@ -8,7 +8,7 @@
 //! |---:|---:|---|---|---|
 //! | 1 | 9 | `EV_IPL` | SHA-256 of the loader file | `vigil-loader` |
 //! | 2 | 9 | `EV_IPL` | SHA-256 of the image file | `vigil-image` |
-//! | 3 | 12 | `EV_IPL` | SHA-256 of the exact manifest bytes | `manifest.json` |
+//! | 3 | 12 | `EV_IPL` | SHA-256 of the exact manifest bytes | the manifest bytes |
 //! | 4 | 12 | `EV_IPL` | SHA-256 of the kernel command line (UTF-8, no terminator) | the command line |
 //! | 5 | 15 | `EV_IPL` | SHA-256 of the per-boot report public key (32 raw bytes) | the key's 32 raw bytes |
 //!
@@ -130,7 +130,7 @@ impl<'a> LaunchInputs<'a> {
             let (digest, data): (Sha256Digest, &'a [u8]) = match spec.measured {
                 Measured::Loader => (self.loader_sha256, b"vigil-loader"),
                 Measured::Image => (self.image_sha256, b"vigil-image"),
-                Measured::Manifest => (sha256(self.manifest), b"manifest.json"),
+                Measured::Manifest => (sha256(self.manifest), self.manifest),
                 Measured::Cmdline => (sha256(self.cmdline.as_bytes()), self.cmdline.as_bytes()),
                 Measured::ReportKey => (sha256(self.report_key), self.report_key),
             };

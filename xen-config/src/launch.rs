@@ -1,0 +1,476 @@
+//! The measured launch: verify → extend into the domain's vTPM → boot.
+//!
+//! 1. Copy the bundle into the domain's private directory (0700) and verify
+//!    that copy: signature by a trusted key, every digest, the reference
+//!    block, the security version floor. QEMU boots exactly these bytes.
+//! 2. Start QEMU paused (`-S`), so its start-up overlaps the rest.
+//! 3. Start the domain's swtpm (fresh `Startup(CLEAR)`, state kept), and
+//!    extend the launch event list (`vigil_core::v1::events`) into PCR 9, 12
+//!    and 15, one event-log record per extend; check PCR 9 against the
+//!    manifest's prediction.
+//! 4. Resume QEMU, wait for `/healthz`, record the domain on disk, and leave
+//!    QEMU and swtpm running (detached).
+//!
+//! Any failure stops what was started and removes what was created, except
+//! the vTPM's persistent state. There is no way to skip step 1.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use vigil_core::v1::bundle::{
+    self, BundleFiles, IMAGE_FILE, LOADER_FILE, MANIFEST_FILE, SIGNATURE_FILE,
+};
+use vigil_core::v1::eventlog::{self, Record};
+use vigil_core::v1::events::{LaunchInputs, sha256};
+use vigil_core::v1::manifest::{Digest, Manifest};
+
+use crate::accel::{self, AccelChoice};
+use crate::error::{LaunchError, Result};
+use crate::image::BootImage;
+use crate::qemu::{Accel, Forward, QemuConfig, SpawnOptions};
+use crate::tpm::Vtpm;
+
+/// The file that records a launched domain.
+pub const DOMAIN_FILE: &str = "domain.json";
+/// The event log, crypto-agile binary.
+pub const EVENTLOG_FILE: &str = "eventlog.bin";
+
+/// What to launch, and how.
+#[derive(Clone, Debug)]
+pub struct LaunchOptions {
+    /// The sealed bundle directory.
+    pub bundle: PathBuf,
+    /// A trusted public key (SPKI PEM), or a directory of them (`*.pem`).
+    pub trust: PathBuf,
+    /// The lowest security version accepted.
+    pub min_version: u64,
+    /// The domain's name.
+    pub name: String,
+    /// Where domains live: `<state_root>/<name>/`.
+    pub state_root: PathBuf,
+    /// The loopback port forwarded to the service (0: any free one).
+    pub host_port: u16,
+    /// KVM, TCG, or probe.
+    pub accel: AccelChoice,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// How long to wait for the first `/healthz` answer.
+    pub boot_timeout: Duration,
+}
+
+/// A launched domain, as recorded in `<domain>/domain.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DomainRecord {
+    /// The domain's name.
+    pub name: String,
+    /// QEMU's pid.
+    pub qemu_pid: u32,
+    /// swtpm's pid.
+    pub swtpm_pid: u32,
+    /// The service's URL on the host.
+    pub url: String,
+    /// The accelerator used.
+    pub accel: String,
+    /// The bundle launched (as given).
+    pub bundle: PathBuf,
+    /// The service and its security version.
+    pub service: String,
+    /// The security version.
+    pub security_version: u64,
+    /// SHA-256 of the manifest's bytes.
+    pub manifest_sha256: Digest,
+    /// The fingerprint of the key that signed it.
+    pub signed_by: String,
+    /// The per-boot report key (public, raw, hex): PCR 15.
+    pub report_key: Digest,
+    /// PCR 9, 12 and 15 after the launch.
+    pub pcrs: Vec<(u8, Digest)>,
+    /// Seconds from QEMU's start to the first `/healthz` answer.
+    pub boot_seconds: f64,
+    /// When the launch finished (Unix seconds).
+    pub launched_at: u64,
+    /// The vTPM's command socket (`tpm2_pcrread -T swtpm:path=...`).
+    pub tpm_socket: PathBuf,
+}
+
+/// Checks a domain name: 1 to 32 of `a-z 0-9 -`, not starting with `-`.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = (1..=32).contains(&name.len())
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(LaunchError::BadDomainName { name: name.into() })
+    }
+}
+
+/// The trusted keys: one SPKI PEM file, or every `*.pem` in a directory.
+pub fn trusted_keys(trust: &Path) -> Result<Vec<VerifyingKey>> {
+    let files: Vec<PathBuf> = if trust.is_dir() {
+        let mut files: Vec<PathBuf> = fs::read_dir(trust)
+            .map_err(LaunchError::io("reading", trust))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "pem"))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![trust.to_path_buf()]
+    };
+    let mut keys = Vec::new();
+    for file in &files {
+        let text = fs::read_to_string(file).map_err(LaunchError::io("reading", file))?;
+        let key = bundle::public_key_from_pem(&text).map_err(|err| LaunchError::BadTrust {
+            path: file.clone(),
+            problem: err.to_string(),
+        })?;
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        return Err(LaunchError::BadTrust {
+            path: trust.into(),
+            problem: "no *.pem public keys in this directory".into(),
+        });
+    }
+    Ok(keys)
+}
+
+fn private_dir(path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(LaunchError::io("creating", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(LaunchError::io("securing", path))
+}
+
+/// Whether `pid` is alive and its command line mentions `marker`.
+pub fn process_alive(pid: u32, marker: &Path) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        let marker = marker.as_os_str().as_encoded_bytes();
+        !marker.is_empty() && cmdline.windows(marker.len()).any(|w| w == marker)
+    })
+}
+
+/// Reads a domain's record.
+pub fn read_record(domain_dir: &Path) -> Result<DomainRecord> {
+    let path = domain_dir.join(DOMAIN_FILE);
+    let text = fs::read(&path).map_err(LaunchError::io("reading", &path))?;
+    serde_json::from_slice(&text).map_err(|err| LaunchError::BadImageDir {
+        path,
+        problem: format!("not a domain record: {err}"),
+    })
+}
+
+/// Removes everything a launch creates except the vTPM's state.
+fn clean_runtime(domain_dir: &Path) {
+    for file in [DOMAIN_FILE, EVENTLOG_FILE, "qmp.sock", "qemu.log"] {
+        let _ = fs::remove_file(domain_dir.join(file));
+    }
+    let _ = fs::remove_dir_all(domain_dir.join("boot"));
+}
+
+/// Launches a sealed bundle as a measured domain.
+pub fn launch(options: &LaunchOptions, cancel: &AtomicBool) -> Result<DomainRecord> {
+    check_name(&options.name)?;
+    let keys = trusted_keys(&options.trust)?;
+    private_dir(&options.state_root)?;
+    let domain_dir = options.state_root.join(&options.name);
+    private_dir(&domain_dir)?;
+    if let Ok(record) = read_record(&domain_dir) {
+        if process_alive(record.qemu_pid, &domain_dir) {
+            return Err(LaunchError::DomainRunning {
+                name: options.name.clone(),
+                pid: record.qemu_pid,
+            });
+        }
+    }
+    clean_runtime(&domain_dir);
+    let result = launch_in(options, &keys, &domain_dir, cancel);
+    if result.is_err() {
+        clean_runtime(&domain_dir);
+    }
+    result
+}
+
+fn launch_in(
+    options: &LaunchOptions,
+    keys: &[VerifyingKey],
+    domain_dir: &Path,
+    cancel: &AtomicBool,
+) -> Result<DomainRecord> {
+    // 1. The private copy, and its verification.
+    let boot_dir = domain_dir.join("boot");
+    private_dir(&boot_dir)?;
+    let mut files = Vec::new();
+    for name in [MANIFEST_FILE, SIGNATURE_FILE, IMAGE_FILE, LOADER_FILE] {
+        let from = options.bundle.join(name);
+        let bytes = fs::read(&from).map_err(|source| LaunchError::BundleUnreadable {
+            path: from.clone(),
+            source,
+        })?;
+        let to = boot_dir.join(name);
+        fs::write(&to, &bytes).map_err(LaunchError::io("writing", &to))?;
+        files.push(bytes);
+    }
+    let [manifest_bytes, signature, image, loader] =
+        <[Vec<u8>; 4]>::try_from(files).map_err(|_| LaunchError::Interrupted)?;
+    let bundle_files = BundleFiles {
+        manifest: &manifest_bytes,
+        signature: &signature,
+        image: &image,
+        loader: &loader,
+    };
+    let mut refusal = None;
+    let mut accepted = None;
+    for key in keys {
+        let verdict = bundle::verify(&bundle_files, key, options.min_version);
+        if verdict.passed() {
+            accepted = Some((key, verdict));
+            break;
+        }
+        if refusal.is_none() {
+            refusal = Some(verdict);
+        }
+    }
+    let Some((key, verdict)) = accepted else {
+        let failures = refusal
+            .map(|v| {
+                v.failures()
+                    .map(|c| format!("{}: expected {}, found {}", c.name, c.expected, c.actual))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        return Err(LaunchError::BundleRejected {
+            bundle: options.bundle.clone(),
+            failures,
+        });
+    };
+    let manifest: Manifest = verdict.manifest.ok_or(LaunchError::Interrupted)?;
+
+    // 2. QEMU, paused, from the verified copy.
+    let image_info = BootImage {
+        loader: boot_dir.join(LOADER_FILE),
+        image: boot_dir.join(IMAGE_FILE),
+        flavor: serde_json::from_value(serde_json::Value::String(
+            manifest.provenance.flavor.clone(),
+        ))
+        .map_err(|_| LaunchError::BadImageDir {
+            path: boot_dir.join(MANIFEST_FILE),
+            problem: format!("unknown flavor {:?}", manifest.provenance.flavor),
+        })?,
+    };
+    let (accel, _reason) = accel::choose(options.accel, &image_info, domain_dir);
+    let service_port = manifest_port(&manifest.kernel_cmdline);
+    let config = QemuConfig {
+        image: image_info,
+        accel,
+        memory_mib: options.memory_mib,
+        cpus: options.cpus,
+        cmdline: manifest.kernel_cmdline.clone(),
+        forward: Some(Forward {
+            host_port: options.host_port,
+            guest_port: service_port,
+        }),
+        console: domain_dir.join("console.log"),
+        qmp: domain_dir.join("qmp.sock"),
+    };
+    let mut guest = config.spawn_with(&SpawnOptions {
+        paused: true,
+        stderr_log: Some(domain_dir.join("qemu.log")),
+    })?;
+
+    // 3. The vTPM and the extends.
+    let vtpm = Vtpm::start(&domain_dir.join("tpm"))?;
+    let report_key = SigningKey::generate(&mut rand_core::OsRng);
+    let report_public = report_key.verifying_key().to_bytes();
+    let inputs = LaunchInputs {
+        loader_sha256: manifest.loader.sha256.0,
+        image_sha256: manifest.image.sha256.0,
+        manifest: &manifest_bytes,
+        cmdline: &manifest.kernel_cmdline,
+        report_key: &report_public,
+    };
+    let mut records = Vec::new();
+    for event in inputs.events() {
+        vtpm.extend(event.spec.pcr, &event.digest)?;
+        records.push(Record {
+            pcr: u32::from(event.spec.pcr),
+            event_type: event.spec.event_type,
+            sha256: event.digest,
+            data: event.data,
+        });
+    }
+    let log_path = domain_dir.join(EVENTLOG_FILE);
+    fs::write(&log_path, eventlog::encode(&records))
+        .map_err(LaunchError::io("writing", &log_path))?;
+    let mut pcrs = Vec::new();
+    for pcr in [9u8, 12, 15] {
+        pcrs.push((pcr, Digest(vtpm.read_pcr(pcr)?)));
+    }
+    if pcrs[0].1 != manifest.pcr9 {
+        return Err(LaunchError::Pcr9Mismatch {
+            expected: manifest.pcr9.to_string(),
+            actual: pcrs[0].1.to_string(),
+        });
+    }
+    // TODO(issue 4): hand the report key's private half to the guest (initrd
+    // trailer the loader copies into the reference block's key slot).
+    drop(report_key);
+
+    // 4. Run, and record.
+    let forwarding = guest.open_forwarding()?;
+    guest.resume()?;
+    let boot = guest.wait_healthy(forwarding.port, options.boot_timeout, cancel)?;
+    let record = DomainRecord {
+        name: options.name.clone(),
+        qemu_pid: guest.pid(),
+        swtpm_pid: vtpm.pid().unwrap_or(0),
+        url: format!("http://127.0.0.1:{}/", forwarding.port),
+        accel: match accel {
+            Accel::Kvm => "kvm".into(),
+            Accel::Tcg => "tcg".into(),
+        },
+        bundle: options.bundle.clone(),
+        service: format!("{} {}", manifest.service.name, manifest.service.version),
+        security_version: manifest.service.security_version,
+        manifest_sha256: Digest(sha256(&manifest_bytes)),
+        signed_by: bundle::key_fingerprint(key),
+        report_key: Digest(report_public),
+        pcrs,
+        boot_seconds: boot.as_secs_f64(),
+        launched_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        tpm_socket: vtpm.socket().to_path_buf(),
+    };
+    let path = domain_dir.join(DOMAIN_FILE);
+    let text = serde_json::to_vec_pretty(&record).unwrap_or_default();
+    let staged = domain_dir.join(".domain.json.new");
+    fs::write(&staged, text)
+        .and_then(|()| fs::rename(&staged, &path))
+        .map_err(LaunchError::io("writing", &path))?;
+    guest.detach();
+    vtpm.detach();
+    Ok(record)
+}
+
+/// The service port on a manifest's kernel command line.
+fn manifest_port(cmdline: &str) -> u16 {
+    cmdline
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("--port="))
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(vigil_core::v1::config::ServiceConfig::default().port)
+}
+
+/// Stops a domain: QEMU (QMP `quit`, then a kill), then its swtpm. With
+/// `purge`, also deletes its vTPM state and directory.
+pub fn stop(state_root: &Path, name: &str, purge: bool) -> Result<DomainRecord> {
+    check_name(name)?;
+    let domain_dir = state_root.join(name);
+    let record =
+        read_record(&domain_dir).map_err(|_| LaunchError::UnknownDomain { name: name.into() })?;
+    if process_alive(record.qemu_pid, &domain_dir) {
+        if let Ok(mut qmp) =
+            crate::qmp::Qmp::connect(&domain_dir.join("qmp.sock"), Duration::from_secs(2))
+        {
+            let _ = qmp.execute("quit");
+        }
+        wait_gone(record.qemu_pid, &domain_dir);
+    }
+    if process_alive(record.swtpm_pid, &domain_dir) {
+        wait_gone(record.swtpm_pid, &domain_dir);
+    }
+    clean_runtime(&domain_dir);
+    if purge {
+        fs::remove_dir_all(&domain_dir).map_err(LaunchError::io("removing", &domain_dir))?;
+    }
+    Ok(record)
+}
+
+/// Sends SIGTERM, waits up to 5 s, then SIGKILL.
+fn wait_gone(pid: u32, marker: &Path) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let Some(pid_t) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    let _ = kill_process(pid_t, Signal::TERM);
+    for _ in 0..500 {
+        if !process_alive(pid, marker) || is_zombie(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = kill_process(pid_t, Signal::KILL);
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// A domain's state now.
+#[derive(Clone, Debug, Serialize)]
+pub struct DomainStatus {
+    /// What was launched.
+    #[serde(flatten)]
+    pub record: DomainRecord,
+    /// `running`, or `exited` (the guest stopped on its own, or was killed).
+    pub state: &'static str,
+    /// Whether its swtpm runs.
+    pub vtpm_running: bool,
+    /// The last lines of the guest's console.
+    pub console_tail: Vec<String>,
+}
+
+/// The state of one domain.
+pub fn status(state_root: &Path, name: &str) -> Result<DomainStatus> {
+    check_name(name)?;
+    let domain_dir = state_root.join(name);
+    let record =
+        read_record(&domain_dir).map_err(|_| LaunchError::UnknownDomain { name: name.into() })?;
+    let running = process_alive(record.qemu_pid, &domain_dir) && !is_zombie(record.qemu_pid);
+    let console = fs::read(domain_dir.join("console.log")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&console);
+    let lines: Vec<&str> = text.lines().collect();
+    let console_tail = lines[lines.len().saturating_sub(20)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect();
+    Ok(DomainStatus {
+        state: if running { "running" } else { "exited" },
+        vtpm_running: process_alive(record.swtpm_pid, &domain_dir),
+        record,
+        console_tail,
+    })
+}
+
+/// Every launched domain under `state_root`, by name.
+pub fn list(state_root: &Path) -> Result<Vec<DomainStatus>> {
+    let Ok(entries) = fs::read_dir(state_root) else {
+        return Ok(Vec::new());
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join(DOMAIN_FILE).is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names.iter().map(|name| status(state_root, name)).collect()
+}

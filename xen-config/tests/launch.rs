@@ -1,0 +1,254 @@
+//! The measured launch, end to end, through the real `vigil-dom0` binary:
+//! a sealed bundle of the built image, a real swtpm, a real QEMU guest, and
+//! tpm2-tools as the independent judge of PCRs and event log.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use vigil_build::seal::{SealOptions, seal};
+use vigil_core::v1::config::ServiceConfig;
+use vigil_core::v1::refblock::Reaction;
+
+const EXIT_REFUSED: i32 = 8;
+const EXIT_DOMAIN: i32 = 9;
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// Keys and a sealed bundle of the built image.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pem");
+        vigil_build::keys::generate(&key, &dir.path().join("k.pub")).unwrap();
+        vigil_build::keys::generate(&dir.path().join("other.pem"), &dir.path().join("other.pub"))
+            .unwrap();
+        seal(&SealOptions {
+            image_dir: common::image_dir(),
+            key,
+            out: dir.path().join("bundle"),
+            service_name: "vigil-service".into(),
+            service_version: "test".into(),
+            security_version: 3,
+            interval_ms: 1000,
+            reaction: Reaction::Log,
+            service: ServiceConfig::default(),
+        })
+        .unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn dom0(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_vigil-dom0"))
+            .args(args)
+            .env("VIGIL_STATE_DIR", self.path("state"))
+            .output()
+            .unwrap()
+    }
+
+    fn launch(&self, bundle: &str, trust: &str, name: &str, extra: &[&str]) -> Output {
+        let bundle = self.path(bundle).display().to_string();
+        let trust = self.path(trust).display().to_string();
+        let mut args = vec![
+            "launch", &bundle, "--trust", &trust, "--name", name, "--accel", "tcg",
+        ];
+        if !extra.contains(&"--port") {
+            args.extend(["--port", "0"]);
+        }
+        args.extend_from_slice(extra);
+        self.dom0(&args)
+    }
+
+    /// swtpm or QEMU processes started for this test's state directory.
+    fn processes(&self) -> usize {
+        let marker = self.path("state").display().to_string();
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .filter(|e| {
+                fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c).contains(&marker)
+                        && fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
+                            !s.rsplit(')')
+                                .next()
+                                .unwrap_or("")
+                                .trim_start()
+                                .starts_with('Z')
+                        })
+                })
+            })
+            .count()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        for name in ["t", "again"] {
+            let _ = self.dom0(&["stop", name]);
+        }
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn tpm2_pcrread(socket: &Path, pcr: u8) -> String {
+    let out = Command::new("tpm2_pcrread")
+        .arg("-T")
+        .arg(format!("swtpm:path={}", socket.display()))
+        .arg(format!("sha256:{pcr}"))
+        .output()
+        .expect("tpm2_pcrread (tpm2-tools)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    text.split("0x").nth(1).unwrap().trim().to_owned()
+}
+
+#[test]
+#[ignore = "boots the built image under QEMU: run by scripts/test"]
+fn measured_launch_matches_the_manifest_and_the_log_replays() {
+    let setup = Setup::new();
+    let output = setup.launch("bundle", "k.pub", "t", &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(setup.path("bundle/manifest.json")).unwrap()).unwrap();
+
+    // The guest answers.
+    let url = record["url"].as_str().unwrap();
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let mut client = common::Client::connect(addr);
+    assert_eq!(client.request("GET", "/healthz", None).status, 200);
+
+    // PCR 9 is the manifest's prediction, per tpm2_pcrread.
+    let socket = PathBuf::from(record["tpm_socket"].as_str().unwrap());
+    assert_eq!(tpm2_pcrread(&socket, 9), manifest["pcr9"].as_str().unwrap());
+
+    // tpm2_eventlog replays the log to what the vTPM reports.
+    let log = setup.path("state/t/eventlog.bin");
+    let replay = Command::new("tpm2_eventlog").arg(&log).output().unwrap();
+    assert!(replay.status.success(), "{}", stderr(&replay));
+    let text = String::from_utf8_lossy(&replay.stdout).to_ascii_lowercase();
+    for pcr in [9u8, 12, 15] {
+        let value = tpm2_pcrread(&socket, pcr);
+        assert!(
+            text.lines().any(
+                |l| l.split(':').next().map(str::trim) == Some(&pcr.to_string())
+                    && l.contains(&value)
+            ),
+            "PCR {pcr} = {value} not replayed:\n{text}"
+        );
+    }
+
+    // The domain is listed and running; a second launch of it is refused.
+    let status = setup.dom0(&["status", "t"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["state"], "running");
+    let twice = setup.launch("bundle", "k.pub", "t", &[]);
+    assert_eq!(twice.status.code(), Some(EXIT_DOMAIN), "{}", stderr(&twice));
+    let events = setup.dom0(&["eventlog", "t"]);
+    let events: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
+    assert_eq!(events["events"].as_array().unwrap().len(), 5);
+
+    // Stop: nothing left running, the vTPM state kept; a relaunch starts
+    // from fresh PCRs (same PCR 9, new report key in PCR 15).
+    let stop = setup.dom0(&["stop", "t"]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    assert_eq!(setup.processes(), 0);
+    assert!(setup.path("state/t/tpm/state").is_dir());
+    let again = setup.launch("bundle", "k.pub", "t", &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let second: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(second["pcrs"][0], record["pcrs"][0]);
+    assert_ne!(second["pcrs"][2], record["pcrs"][2]);
+    let purge = setup.dom0(&["stop", "t", "--purge"]);
+    assert!(purge.status.success(), "{}", stderr(&purge));
+    assert!(!setup.path("state/t").exists());
+    assert_eq!(setup.processes(), 0);
+}
+
+#[test]
+#[ignore = "boots the built image under QEMU: run by scripts/test"]
+fn refused_bundles_start_nothing_and_leave_nothing() {
+    let setup = Setup::new();
+    // A tampered image.
+    let tampered = setup.path("tampered");
+    fs::create_dir(&tampered).unwrap();
+    for file in [
+        "vigil-image",
+        "vigil-loader",
+        "manifest.json",
+        "manifest.sig",
+    ] {
+        fs::copy(setup.path("bundle").join(file), tampered.join(file)).unwrap();
+    }
+    let mut image = fs::read(tampered.join("vigil-image")).unwrap();
+    let last = image.len() - 1;
+    image[last] ^= 1;
+    fs::write(tampered.join("vigil-image"), image).unwrap();
+
+    let cases: [(&str, &str, &[&str], &str); 3] = [
+        ("tampered", "k.pub", &[], "image sha256"),
+        ("bundle", "other.pub", &[], "signature"),
+        (
+            "bundle",
+            "k.pub",
+            &["--min-version", "4"],
+            "security_version",
+        ),
+    ];
+    for (bundle, trust, extra, check) in cases {
+        let output = setup.launch(bundle, trust, "t", extra);
+        assert_eq!(
+            output.status.code(),
+            Some(EXIT_REFUSED),
+            "{}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(check),
+            "want {check}: {}",
+            stderr(&output)
+        );
+        assert_eq!(setup.processes(), 0, "a process was left behind");
+        assert!(!setup.path("state/t/domain.json").exists());
+        assert!(!setup.path("state/t/boot").exists());
+    }
+
+    // A taken port: no guest, no swtpm left.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = setup.launch("bundle", "k.pub", "t", &["--port", &port]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert_eq!(setup.processes(), 0, "a process was left behind");
+
+    // A state directory that cannot be written.
+    let output = Command::new(env!("CARGO_BIN_EXE_vigil-dom0"))
+        .args(["launch"])
+        .arg(setup.path("bundle"))
+        .arg("--trust")
+        .arg(setup.path("k.pub"))
+        .args(["--state-dir", "/proc/vigil-cannot-write", "--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+}
