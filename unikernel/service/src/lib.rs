@@ -16,7 +16,7 @@
 //!   connection limit (with two kinds of helper threads that work around
 //!   Hermit 0.11; see there).
 //! - [`json`]: the strict JSON validator that `PUT` bodies must pass.
-//! - [`reference`]: the reference block sealing writes into the image.
+//! - [`reference`](mod@reference): the reference block sealing writes into the image.
 //!
 //! # Running
 //! ```no_run
