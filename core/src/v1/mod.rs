@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: the service settings on the kernel command line.
 //! - [`refblock`]: the reference block sealing writes into the image.
+//! - [`handover`]: the initrd trailer that carries the per-boot key to the
+//!   loader.
 //! - `events` (feature `digest`): the launch event list and PCR arithmetic.
 //! - `eventlog` (feature `eventlog`): the TCG crypto-agile event log.
 //! - `manifest` (feature `manifest`): the signed manifest.
@@ -14,6 +16,7 @@ pub mod config;
 pub mod eventlog;
 #[cfg(feature = "digest")]
 pub mod events;
+pub mod handover;
 #[cfg(feature = "manifest")]
 pub mod manifest;
 pub mod refblock;
