@@ -260,10 +260,18 @@ fn launch_in(
     };
     let manifest: Manifest = verdict.manifest.ok_or(LaunchError::Interrupted)?;
 
-    // 2. QEMU, paused, from the verified copy.
+    // 2. The per-boot report key, and QEMU, paused, from the verified bytes:
+    // the initrd is a per-boot copy of the verified image with the key's
+    // seed in a trailer (`vigil_core::v1::handover`), readable only by us and
+    // deleted as soon as QEMU has loaded it.
+    let report_key = SigningKey::generate(&mut rand_core::OsRng);
+    let report_public = report_key.verifying_key().to_bytes();
+    let initrd = boot_dir.join("initrd.per-boot");
+    write_per_boot_initrd(&initrd, &image, &report_key)?;
+    drop(report_key);
     let image_info = BootImage {
         loader: boot_dir.join(LOADER_FILE),
-        image: boot_dir.join(IMAGE_FILE),
+        image: initrd.clone(),
         flavor: serde_json::from_value(serde_json::Value::String(
             manifest.provenance.flavor.clone(),
         ))
@@ -287,15 +295,25 @@ fn launch_in(
         console: domain_dir.join("console.log"),
         qmp: domain_dir.join("qmp.sock"),
     };
-    let mut guest = config.spawn_with(&SpawnOptions {
+    let spawned = config.spawn_with(&SpawnOptions {
         paused: true,
         stderr_log: Some(domain_dir.join("qemu.log")),
-    })?;
+    });
+    let mut guest = match spawned {
+        Ok(guest) => guest,
+        Err(err) => {
+            let _ = fs::remove_file(&initrd);
+            return Err(err);
+        }
+    };
+    // QEMU reads -kernel and -initrd while it sets the machine up, before its
+    // monitor answers: once QMP is up, the key file has served its purpose.
+    let monitor = guest.monitor(Duration::from_secs(10));
+    let _ = fs::remove_file(&initrd);
+    drop(monitor?);
 
     // 3. The vTPM and the extends.
     let vtpm = Vtpm::start(&domain_dir.join("tpm"))?;
-    let report_key = SigningKey::generate(&mut rand_core::OsRng);
-    let report_public = report_key.verifying_key().to_bytes();
     let inputs = LaunchInputs {
         loader_sha256: manifest.loader.sha256.0,
         image_sha256: manifest.image.sha256.0,
@@ -326,9 +344,6 @@ fn launch_in(
             actual: pcrs[0].1.to_string(),
         });
     }
-    // TODO(issue 4): hand the report key's private half to the guest (initrd
-    // trailer the loader copies into the reference block's key slot).
-    drop(report_key);
 
     // 4. Run, and record.
     let forwarding = guest.open_forwarding()?;
@@ -365,6 +380,35 @@ fn launch_in(
     guest.detach();
     vtpm.detach();
     Ok(record)
+}
+
+/// Writes `image` followed by the handover trailer for `key` to `path`
+/// (created new, mode 0600), and wipes the in-memory trailer.
+fn write_per_boot_initrd(path: &Path, image: &[u8], key: &SigningKey) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut trailer = vigil_core::v1::handover::trailer(key.as_bytes());
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| {
+            file.write_all(image)?;
+            file.write_all(&trailer)
+        });
+    // Wipe this copy of the seed (black_box keeps the stores).
+    trailer.fill(0);
+    std::hint::black_box(&trailer);
+    written.map_err(|source| {
+        let _ = fs::remove_file(path);
+        LaunchError::Io {
+            action: "writing",
+            path: path.into(),
+            source,
+        }
+    })
 }
 
 /// The service port on a manifest's kernel command line.

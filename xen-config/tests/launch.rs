@@ -139,6 +139,13 @@ fn measured_launch_matches_the_manifest_and_the_log_replays() {
     let mut client = common::Client::connect(addr);
     assert_eq!(client.request("GET", "/healthz", None).status, 200);
 
+    // The per-boot key file is gone once QEMU has loaded it, and the key
+    // is on no command line.
+    assert!(!setup.path("state/t/boot/initrd.per-boot").exists());
+    let qemu_pid = record["qemu_pid"].as_u64().unwrap();
+    let cmdline = fs::read(format!("/proc/{qemu_pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("VIGILKEY"));
+
     // PCR 9 is the manifest's prediction, per tpm2_pcrread.
     let socket = PathBuf::from(record["tpm_socket"].as_str().unwrap());
     assert_eq!(tpm2_pcrread(&socket, 9), manifest["pcr9"].as_str().unwrap());
