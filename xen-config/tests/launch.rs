@@ -259,3 +259,83 @@ fn refused_bundles_start_nothing_and_leave_nothing() {
         .unwrap();
     assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
 }
+
+#[test]
+#[ignore = "boots the built image under QEMU: run by scripts/test"]
+fn two_domains_run_at_once_each_with_its_own_vtpm() {
+    let setup = Setup::new();
+    let first = setup.launch("bundle", "k.pub", "t", &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = setup.launch("bundle", "k.pub", "again", &[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_ne!(first["url"], second["url"]);
+    assert_ne!(first["tpm_socket"], second["tpm_socket"]);
+    // Same image, same PCR 9; each boot its own key, so its own PCR 15.
+    assert_eq!(first["pcrs"][0], second["pcrs"][0]);
+    assert_ne!(first["pcrs"][2], second["pcrs"][2]);
+    let list = setup.dom0(&["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let states: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_owned(),
+                d["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("again".to_owned(), "running".to_owned()),
+            ("t".to_owned(), "running".to_owned())
+        ]
+    );
+    for name in ["t", "again"] {
+        assert!(setup.dom0(&["stop", name]).status.success());
+    }
+    assert_eq!(setup.processes(), 0);
+}
+
+#[test]
+#[ignore = "boots the built image under QEMU: run by scripts/test"]
+fn a_missing_swtpm_is_named_and_nothing_is_left() {
+    let setup = Setup::new();
+    // A PATH with QEMU but without swtpm.
+    let bin = setup.path("bin");
+    fs::create_dir(&bin).unwrap();
+    let qemu = which_in_path("qemu-system-x86_64");
+    std::os::unix::fs::symlink(qemu, bin.join("qemu-system-x86_64")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vigil-dom0"))
+        .arg("launch")
+        .arg(setup.path("bundle"))
+        .arg("--trust")
+        .arg(setup.path("k.pub"))
+        .args(["--name", "t", "--port", "0", "--accel", "tcg"])
+        .env("VIGIL_STATE_DIR", setup.path("state"))
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("Debian package `swtpm`"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(setup.processes(), 0, "QEMU was left behind");
+    assert!(!setup.path("state/t/domain.json").exists());
+}
+
+fn which_in_path(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| panic!("{program} is not installed"))
+}
