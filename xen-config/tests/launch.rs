@@ -146,6 +146,10 @@ fn measured_launch_matches_the_manifest_and_the_log_replays() {
     let cmdline = fs::read(format!("/proc/{qemu_pid}/cmdline")).unwrap();
     assert!(!String::from_utf8_lossy(&cmdline).contains("VIGILKEY"));
 
+    // The loader put the key into the guest's key slot.
+    let console = fs::read_to_string(setup.path("state/t/console.log")).unwrap();
+    assert!(console.contains("report key: provisioned"), "{console}");
+
     // PCR 9 is the manifest's prediction, per tpm2_pcrread.
     let socket = PathBuf::from(record["tpm_socket"].as_str().unwrap());
     assert_eq!(tpm2_pcrread(&socket, 9), manifest["pcr9"].as_str().unwrap());

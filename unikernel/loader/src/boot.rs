@@ -11,16 +11,18 @@ use core::cell::UnsafeCell;
 use core::fmt::Write;
 use core::mem::MaybeUninit;
 use core::ops::Range;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering, compiler_fence};
 
 use hermit_entry::boot_info::{
     BootInfo, DeviceTreeAddress, HardwareInfo, PlatformInfo, RawBootInfo, SerialPortBase,
 };
 use hermit_entry::elf::KernelObject;
 use uart_16550::SerialPort;
+use vigil_core::v1::handover;
 
 use crate::layout::{place_kernel, ram_end};
 use crate::paging::{PageTables, Table};
+use crate::refslot;
 use crate::start_info::{self, BootParams, PhysMem};
 
 /// COM1, where QEMU's `-serial` and Xen's HVM serial are.
@@ -276,6 +278,34 @@ fn fail(what: &dyn core::fmt::Display) -> ! {
     }
 }
 
+/// Overwrites `len` bytes at `addr` with zeros, with volatile writes the
+/// compiler cannot drop as dead stores.
+///
+/// # Safety
+/// `[addr, addr + len)` must be writable memory that no live reference covers.
+unsafe fn wipe(addr: *mut u8, len: usize) {
+    for i in 0..len {
+        // SAFETY: inside the range the caller vouches for.
+        unsafe { core::ptr::write_volatile(addr.add(i), 0) };
+    }
+    compiler_fence(Ordering::SeqCst);
+}
+
+/// Zeroes the loader's copy of the report key's seed.
+fn wipe_seed(seed: &mut Option<[u8; 32]>) {
+    if let Some(bytes) = seed {
+        // SAFETY: `bytes` is a unique borrow of 32 bytes of this stack frame's
+        // caller, and nothing else refers to them.
+        unsafe { wipe(bytes.as_mut_ptr(), bytes.len()) };
+    }
+}
+
+/// [`fail`], after zeroing the seed: no copy of the key survives a failed boot.
+fn fail_wiping(seed: &mut Option<[u8; 32]>, what: &dyn core::fmt::Display) -> ! {
+    wipe_seed(seed);
+    fail(what)
+}
+
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     fail(info)
@@ -302,23 +332,61 @@ extern "C" fn loader_main(start_info_addr: u32) -> ! {
     }
     let ram = params.ram();
 
-    let image_len = (params.image.end - params.image.start) as usize;
+    let module_len = (params.image.end - params.image.start) as usize;
     // SAFETY: module 0 lies below 4 GiB (checked by IdentityMapped when read
-    // above) and nothing writes to it until the kernel runs.
-    let image = unsafe { core::slice::from_raw_parts(params.image.start as *const u8, image_len) };
+    // above). Nothing writes to it until the kernel runs, except `wipe` below,
+    // which writes only the trailer after its last read through this slice.
+    let module =
+        unsafe { core::slice::from_raw_parts(params.image.start as *const u8, module_len) };
+    // Only the verified image bytes are parsed and loaded; the trailer, if
+    // any, carries the per-boot report key's seed.
+    let (image, mut seed) = handover::split(module);
+    let trailer = refslot::trailer_range(&params.image, image.len());
+    // SAFETY: the trailer is the end of module 0 (identity-mapped RAM, see
+    // above), and `image` does not cover it. Its only copy left is `seed`.
+    unsafe {
+        wipe(
+            trailer.start as *mut u8,
+            (trailer.end - trailer.start) as usize,
+        )
+    };
+
     if let Err(problem) = crate::elf_check::check(image) {
-        fail(&problem);
+        fail_wiping(&mut seed, &problem);
     }
-    let object = KernelObject::parse(image).unwrap_or_else(|err| fail(&err));
+    // With a key to hand over, an image without a reference block is refused
+    // before anything is loaded: the service must never run with the key lost.
+    // (`is_some`, not a match on the value: no further copy of the seed.)
+    let block = if seed.is_some() {
+        Some(refslot::find_block(image).unwrap_or_else(|err| fail_wiping(&mut seed, &err)))
+    } else {
+        None
+    };
+    let object = KernelObject::parse(image).unwrap_or_else(|err| fail_wiping(&mut seed, &err));
     let size = object.mem_size() as u64;
-    let start =
-        place_kernel(ram, &loader_range(), &params.image, size).unwrap_or_else(|err| fail(&err));
+    let start = place_kernel(ram, &loader_range(), &params.image, size)
+        .unwrap_or_else(|err| fail_wiping(&mut seed, &err));
 
     // SAFETY: place_kernel chose [start, start + size) inside RAM, above the
     // loader and outside the image module; it is identity-mapped by the entry code.
     let memory =
         unsafe { core::slice::from_raw_parts_mut(start as *mut MaybeUninit<u8>, size as usize) };
     let loaded = object.load_kernel(memory, start);
+
+    // After the load and its relocations: the key slot is not relocated, and
+    // the kernel's copy of the block is what the service reads.
+    if let (Some(block), Some(key)) = (block, &seed) {
+        let base = object.start_addr().unwrap_or_default();
+        let filled = refslot::block_range(&block, base, memory.len()).and_then(|range| {
+            refslot::fill(memory, range, key, |cell, byte| {
+                cell.write(byte);
+            })
+        });
+        if let Err(err) = filled {
+            fail_wiping(&mut seed, &err);
+        }
+    }
+    wipe_seed(&mut seed);
 
     let fdt = crate::fdt::build(ram, params.rsdp, params.cmdline())
         .unwrap_or_else(|err| fail(&format_args!("device tree: {err:?}")));

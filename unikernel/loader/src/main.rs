@@ -2,7 +2,9 @@
 //!
 //! QEMU (`-kernel loader -initrd image`) and Xen (PVH, or HVM direct kernel
 //! boot) enter it through its PVH note with the Hermit image as module 0. It
-//! reads the start info, loads and relocates the image right above itself,
+//! reads the start info, loads and relocates the image right above itself
+//! (from the bytes before a per-boot key trailer, if module 0 has one, then
+//! writes that key into the image's reference block and wipes the trailer),
 //! describes the machine to the kernel in a device tree (memory, ACPI RSDP,
 //! command line passed through unchanged), builds the page tables Hermit 0.11
 //! expects and jumps to the kernel.
@@ -21,6 +23,7 @@ mod elf_check;
 mod fdt;
 mod layout;
 mod paging;
+mod refslot;
 mod start_info;
 
 #[cfg(not(target_os = "none"))]

@@ -36,7 +36,16 @@ fn main() {
         let _ = config.write_args(&mut settings);
         log.log(
             LogLevel::Info,
-            format_args!("version {} starting: {settings}", env!("CARGO_PKG_VERSION")),
+            format_args!(
+                "version {} starting: {settings}; report key: {}",
+                env!("CARGO_PKG_VERSION"),
+                // Whether the loader provisioned one; the seed itself is never printed.
+                if reference::report_seed().is_some() {
+                    "provisioned"
+                } else {
+                    "none (not launched by vigil-dom0 launch)"
+                },
+            ),
         );
     }
     log_reference_block(&log);

@@ -49,6 +49,14 @@ pub fn read() -> Result<RefBlock, RefBlockError> {
     refblock::parse(&bytes())
 }
 
+/// The per-boot report key's secret seed, if the loader provisioned one: the
+/// block's key slot ([`refblock::key_slot`]). dom0's measured launch hands it
+/// to the loader, which writes it here; the slot is empty in every image file.
+/// Never log or print it.
+pub fn report_seed() -> Option<[u8; 32]> {
+    refblock::key_slot(&bytes())
+}
+
 /// Where the block lies in memory at run time.
 pub fn runtime_address() -> u64 {
     std::ptr::addr_of!(BLOCK) as u64
@@ -68,6 +76,7 @@ mod tests {
     fn an_unsealed_build_carries_the_unsealed_block() {
         assert_eq!(bytes(), refblock::UNSEALED);
         assert_eq!(read(), Ok(RefBlock::Unsealed));
+        assert_eq!(report_seed(), None);
         assert_eq!(runtime_address() % 64, 0);
     }
 }
