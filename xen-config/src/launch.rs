@@ -204,15 +204,22 @@ pub fn launch(options: &LaunchOptions, cancel: &AtomicBool) -> Result<DomainReco
     result
 }
 
-fn launch_in(
+/// A bundle copied into a private directory and verified there.
+struct Verified<'k> {
+    manifest: Manifest,
+    manifest_bytes: Vec<u8>,
+    image: Vec<u8>,
+    key: &'k VerifyingKey,
+}
+
+/// Step 1: copies the bundle's files into `boot_dir` and verifies the bytes
+/// that were written there (and that will be booted).
+fn verified_copy<'k>(
     options: &LaunchOptions,
-    keys: &[VerifyingKey],
-    domain_dir: &Path,
-    cancel: &AtomicBool,
-) -> Result<DomainRecord> {
-    // 1. The private copy, and its verification.
-    let boot_dir = domain_dir.join("boot");
-    private_dir(&boot_dir)?;
+    keys: &'k [VerifyingKey],
+    boot_dir: &Path,
+) -> Result<Verified<'k>> {
+    private_dir(boot_dir)?;
     let mut files = Vec::new();
     for name in [MANIFEST_FILE, SIGNATURE_FILE, IMAGE_FILE, LOADER_FILE] {
         let from = options.bundle.join(name);
@@ -233,32 +240,84 @@ fn launch_in(
         loader: &loader,
     };
     let mut refusal = None;
-    let mut accepted = None;
     for key in keys {
         let verdict = bundle::verify(&bundle_files, key, options.min_version);
         if verdict.passed() {
-            accepted = Some((key, verdict));
-            break;
+            let manifest = verdict.manifest.ok_or(LaunchError::Interrupted)?;
+            return Ok(Verified {
+                manifest,
+                manifest_bytes,
+                image,
+                key,
+            });
         }
         if refusal.is_none() {
             refusal = Some(verdict);
         }
     }
-    let Some((key, verdict)) = accepted else {
-        let failures = refusal
-            .map(|v| {
-                v.failures()
-                    .map(|c| format!("{}: expected {}, found {}", c.name, c.expected, c.actual))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+    let failures = refusal
+        .map(|v| {
+            v.failures()
+                .map(|c| format!("{}: expected {}, found {}", c.name, c.expected, c.actual))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default();
+    Err(LaunchError::BundleRejected {
+        bundle: options.bundle.clone(),
+        failures,
+    })
+}
+
+/// `launch --backend xen --dry-run`: verifies the bundle like a launch, then
+/// returns the xl.cfg that would boot the verified copy, and starts nothing.
+pub fn xen_dry_run(options: &LaunchOptions, pvh: bool) -> Result<String> {
+    check_name(&options.name)?;
+    let keys = trusted_keys(&options.trust)?;
+    private_dir(&options.state_root)?;
+    let domain_dir = options.state_root.join(&options.name);
+    private_dir(&domain_dir)?;
+    let boot_dir = domain_dir.join("boot");
+    let verified = verified_copy(options, &keys, &boot_dir)?;
+    let domain_dir =
+        fs::canonicalize(&domain_dir).map_err(LaunchError::io("resolving", &domain_dir))?;
+    let config = crate::xen::XenConfig {
+        name: options.name.clone(),
+        kernel: domain_dir.join("boot").join(LOADER_FILE),
+        ramdisk: domain_dir.join("boot").join(IMAGE_FILE),
+        cmdline: verified.manifest.kernel_cmdline.clone(),
+        memory_mib: options.memory_mib,
+        vcpus: options.cpus,
+        kind: if pvh {
+            crate::xen::GuestKind::Pvh
+        } else {
+            crate::xen::GuestKind::Hvm(crate::xen::HvmDevices {
+                bridge: "xenbr0".into(),
+                mac: None,
+                serial_log: domain_dir.join("console.log"),
             })
-            .unwrap_or_default();
-        return Err(LaunchError::BundleRejected {
-            bundle: options.bundle.clone(),
-            failures,
-        });
+        },
     };
-    let manifest: Manifest = verdict.manifest.ok_or(LaunchError::Interrupted)?;
+    crate::xen::render(&config).map_err(|err| LaunchError::BadImageDir {
+        path: options.bundle.clone(),
+        problem: err.to_string(),
+    })
+}
+
+fn launch_in(
+    options: &LaunchOptions,
+    keys: &[VerifyingKey],
+    domain_dir: &Path,
+    cancel: &AtomicBool,
+) -> Result<DomainRecord> {
+    // 1. The private copy, and its verification.
+    let boot_dir = domain_dir.join("boot");
+    let Verified {
+        manifest,
+        manifest_bytes,
+        image,
+        key,
+    } = verified_copy(options, keys, &boot_dir)?;
 
     // 2. The per-boot report key, and QEMU, paused, from the verified bytes:
     // the initrd is a per-boot copy of the verified image with the key's

@@ -13,3 +13,4 @@ pub mod qemu;
 pub mod qmp;
 pub mod run;
 pub mod tpm;
+pub mod xen;

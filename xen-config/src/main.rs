@@ -103,6 +103,18 @@ enum Command {
         /// Seconds to wait for the first /healthz answer.
         #[arg(long, default_value_t = 60)]
         boot_timeout: u64,
+        /// qemu boots the guest here; xen renders an xl.cfg (HVM with an
+        /// RTL8139 vif on xenbr0, or PVH without NIC with --pvh) for the
+        /// verified copy. This version supports xen only with --dry-run
+        /// (see docs/xen.md).
+        #[arg(long, value_enum, default_value_t = Backend::Qemu)]
+        backend: Backend,
+        /// Verify the bundle and print the guest configuration; start nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --backend xen: a PVH guest (no device model, no NIC).
+        #[arg(long)]
+        pvh: bool,
     },
     /// Stop a launched domain: its guest, then its swtpm. The vTPM state
     /// (its keys) is kept unless --purge.
@@ -147,6 +159,15 @@ enum Command {
         #[arg(long, env = "VIGIL_STATE_DIR")]
         state_dir: Option<PathBuf>,
     },
+}
+
+/// Where a launched guest runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// QEMU on this host.
+    Qemu,
+    /// Xen (xl.cfg).
+    Xen,
 }
 
 /// The default state directory: $XDG_STATE_HOME/vigil, else ~/.local/state/vigil.
@@ -222,6 +243,9 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
             accel,
             memory,
             boot_timeout,
+            backend,
+            dry_run,
+            pvh,
         } => {
             let options = LaunchOptions {
                 bundle,
@@ -235,6 +259,25 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
                 cpus: 1,
                 boot_timeout: Duration::from_secs(boot_timeout),
             };
+            match (backend, dry_run) {
+                (Backend::Xen, true) => {
+                    print!("{}", launch::xen_dry_run(&options, pvh)?);
+                    return Ok(());
+                }
+                (Backend::Xen, false) => {
+                    return Err(LaunchError::BadSetting(
+                        "--backend xen needs --dry-run in this version: it prints the xl.cfg \
+                         for the verified copy; `xl create` it on a Xen host (docs/xen.md)"
+                            .into(),
+                    ));
+                }
+                (Backend::Qemu, true) => {
+                    return Err(LaunchError::BadSetting(
+                        "--dry-run applies to --backend xen".into(),
+                    ));
+                }
+                (Backend::Qemu, false) => {}
+            }
             let record = launch::launch(&options, &cancel)?;
             eprintln!(
                 "vigil-dom0: domain {} up at {} ({:.2} s to first answer); PCR 9 {}",

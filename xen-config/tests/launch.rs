@@ -343,3 +343,44 @@ fn which_in_path(program: &str) -> PathBuf {
         })
         .unwrap_or_else(|| panic!("{program} is not installed"))
 }
+
+#[test]
+#[ignore = "needs the built image: run by scripts/test"]
+fn xen_dry_run_verifies_then_prints_the_config_and_starts_nothing() {
+    let setup = Setup::new();
+    let output = setup.dom0(&[
+        "launch",
+        &setup.path("bundle").display().to_string(),
+        "--trust",
+        &setup.path("k.pub").display().to_string(),
+        "--name",
+        "t",
+        "--backend",
+        "xen",
+        "--dry-run",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let config = String::from_utf8(output.stdout).unwrap();
+    assert!(config.contains("type = \"hvm\""), "{config}");
+    assert!(config.contains("/t/boot/vigil-image\""), "{config}");
+    assert!(config.contains("model=rtl8139"), "{config}");
+    assert!(
+        !config.lines().any(|l| l.trim_start().starts_with("vtpm")),
+        "{config}"
+    );
+    assert_eq!(setup.processes(), 0);
+    assert!(!setup.path("state/t/domain.json").exists());
+
+    // A refused bundle prints no config.
+    let refused = setup.dom0(&[
+        "launch",
+        &setup.path("bundle").display().to_string(),
+        "--trust",
+        &setup.path("other.pub").display().to_string(),
+        "--backend",
+        "xen",
+        "--dry-run",
+    ]);
+    assert_eq!(refused.status.code(), Some(EXIT_REFUSED));
+    assert!(refused.stdout.is_empty());
+}
