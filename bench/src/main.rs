@@ -1,5 +1,6 @@
 //! Command-line front end of `vigil-bench`.
 
+mod launch;
 mod seal;
 
 use std::path::{Path, PathBuf};
@@ -9,7 +10,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use vigil_bench::http::{self, HttpBench};
 use vigil_bench::wrk::Load;
+use vigil_dom0::accel::AccelChoice;
 
+use crate::launch::LaunchBench;
 use crate::seal::SealBench;
 
 /// Measures Vigil's costs side by side and writes reports.
@@ -72,6 +75,30 @@ enum Command {
         work_dir: PathBuf,
         /// Where the report goes (a .md file; the numbers go beside it as .json).
         #[arg(long, default_value = "bench/results/seal.md")]
+        out: PathBuf,
+    },
+    /// The measured launch (`vigil-dom0 launch`: copy, verify, vTPM,
+    /// extends) beside the same sealed image booted without measurement:
+    /// time to the first `/healthz` answer, for a new domain and a relaunch.
+    Launch {
+        /// The directory `vigil-build build` wrote (sealed once, into a
+        /// temporary directory).
+        #[arg(long, default_value = "target/vigil/hvm")]
+        image_dir: PathBuf,
+        /// Rounds; each boots the bundle unmeasured, as a new measured
+        /// domain and as a relaunch, after one warm-up round.
+        #[arg(long, default_value_t = 11)]
+        rounds: usize,
+        /// The accelerator, for both sides (`auto` probes KVM, as
+        /// `vigil-dom0` does).
+        #[arg(long, value_enum, default_value_t = AccelChoice::Tcg)]
+        accel: AccelChoice,
+        /// Where the temporary directory (key, bundle, domains' state) is
+        /// made; it is removed at the end.
+        #[arg(long, default_value = "target")]
+        work_dir: PathBuf,
+        /// Where the report goes (a .md file; the numbers go beside it as .json).
+        #[arg(long, default_value = "bench/results/launch.md")]
         out: PathBuf,
     },
 }
@@ -160,6 +187,24 @@ fn run(cli: Cli) -> Result<()> {
             let report = seal::run(&bench)?;
             let machine = vigil_bench::machine_description();
             let markdown = seal::markdown(&report, &command_line, &machine);
+            write_report(&out, &markdown, &command_line, &machine, &report)
+        }
+        Command::Launch {
+            image_dir,
+            rounds,
+            accel,
+            work_dir,
+            out,
+        } => {
+            let bench = LaunchBench {
+                image_dir,
+                rounds,
+                accel,
+                work_dir,
+            };
+            let report = launch::run(&bench)?;
+            let machine = vigil_bench::machine_description();
+            let markdown = launch::markdown(&report, &command_line, &machine);
             write_report(&out, &markdown, &command_line, &machine, &report)
         }
     }

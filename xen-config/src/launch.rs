@@ -365,13 +365,7 @@ fn launch_in(
             return Err(err);
         }
     };
-    // QEMU reads -kernel and -initrd while it sets the machine up, before its
-    // monitor answers: once QMP is up, the key file has served its purpose.
-    let monitor = guest.monitor(Duration::from_secs(10));
-    let _ = fs::remove_file(&initrd);
-    drop(monitor?);
-
-    // 3. The vTPM and the extends.
+    // 3. The vTPM and the extends, while QEMU sets the machine up.
     let vtpm = Vtpm::start(&domain_dir.join("tpm"))?;
     let inputs = LaunchInputs {
         loader_sha256: manifest.loader.sha256.0,
@@ -403,6 +397,13 @@ fn launch_in(
             actual: pcrs[0].1.to_string(),
         });
     }
+
+    // QEMU reads -kernel and -initrd while it sets the machine up, before its
+    // monitor answers: once QMP is up, the key file has served its purpose.
+    // (On any error above, `launch` removes the whole boot directory.)
+    let monitor = guest.monitor(Duration::from_secs(10));
+    let _ = fs::remove_file(&initrd);
+    drop(monitor?);
 
     // 4. Run, and record.
     let forwarding = guest.open_forwarding()?;
