@@ -349,6 +349,7 @@ pub fn run(bench: &LaunchBench) -> Result<LaunchReport> {
         memory_mib: MEMORY_MIB,
         cpus: 1,
         boot_timeout: BOOT_TIMEOUT,
+        backend: vigil_dom0::launch::Backend::Qemu,
     };
 
     let mut series = [

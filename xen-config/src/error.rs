@@ -135,6 +135,9 @@ pub enum LaunchError {
     /// The domain's vTPM failed.
     #[error(transparent)]
     Tpm(#[from] crate::tpm::TpmError),
+    /// The Xen backend failed.
+    #[error(transparent)]
+    Xen(#[from] crate::xen::XenError),
     /// QEMU could not be started.
     #[error("could not start {program}")]
     Spawn {
@@ -212,6 +215,7 @@ impl LaunchError {
             Self::GuestExited { .. } => exit::GUEST_EXITED,
             Self::Tpm(crate::tpm::TpmError::Missing) => exit::MISSING,
             Self::Tpm(_) => exit::HOST,
+            Self::Xen(err) => err.exit_code(),
             Self::BadDomainName { .. } | Self::BadTrust { .. } => exit::BAD_INPUT,
             Self::BundleUnreadable { .. }
             | Self::BundleRejected { .. }

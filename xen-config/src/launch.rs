@@ -63,6 +63,23 @@ pub struct LaunchOptions {
     pub cpus: u32,
     /// How long to wait for the first `/healthz` answer.
     pub boot_timeout: Duration,
+    /// Where the guest runs.
+    pub backend: Backend,
+}
+
+/// Where a measured domain runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// QEMU on this host, with the service forwarded to a loopback port.
+    Qemu,
+    /// Xen, through `xl create` of a generated xl.cfg (this host must be a
+    /// Xen dom0): HVM with an RTL8139 on `bridge`, or PVH without NIC.
+    Xen {
+        /// A PVH guest instead of HVM.
+        pvh: bool,
+        /// The dom0 bridge of an HVM guest's NIC.
+        bridge: String,
+    },
 }
 
 /// A launched domain, as recorded in `<domain>/domain.json`.
@@ -70,6 +87,9 @@ pub struct LaunchOptions {
 pub struct DomainRecord {
     /// The domain's name.
     pub name: String,
+    /// `qemu` or `xen`.
+    #[serde(default = "qemu_backend")]
+    pub backend: String,
     /// QEMU's pid.
     pub qemu_pid: u32,
     /// swtpm's pid.
@@ -98,6 +118,10 @@ pub struct DomainRecord {
     pub launched_at: u64,
     /// The vTPM's command socket (`tpm2_pcrread -T swtpm:path=...`).
     pub tpm_socket: PathBuf,
+}
+
+fn qemu_backend() -> String {
+    "qemu".into()
 }
 
 /// Checks a domain name: 1 to 32 of `a-z 0-9 -`, not starting with `-`.
@@ -175,7 +199,7 @@ pub fn read_record(domain_dir: &Path) -> Result<DomainRecord> {
 
 /// Removes everything a launch creates except the vTPM's state.
 fn clean_runtime(domain_dir: &Path) {
-    for file in [DOMAIN_FILE, EVENTLOG_FILE, "qmp.sock", "qemu.log"] {
+    for file in [DOMAIN_FILE, EVENTLOG_FILE, "qmp.sock", "qemu.log", "xl.cfg"] {
         let _ = fs::remove_file(domain_dir.join(file));
     }
     let _ = fs::remove_dir_all(domain_dir.join("boot"));
@@ -189,7 +213,9 @@ pub fn launch(options: &LaunchOptions, cancel: &AtomicBool) -> Result<DomainReco
     let domain_dir = options.state_root.join(&options.name);
     private_dir(&domain_dir)?;
     if let Ok(record) = read_record(&domain_dir) {
-        if process_alive(record.qemu_pid, &domain_dir) {
+        if process_alive(record.qemu_pid, &domain_dir)
+            || (record.backend == "xen" && xen_domain_exists(&record.name))
+        {
             return Err(LaunchError::DomainRunning {
                 name: options.name.clone(),
                 pid: record.qemu_pid,
@@ -197,9 +223,15 @@ pub fn launch(options: &LaunchOptions, cancel: &AtomicBool) -> Result<DomainReco
         }
     }
     clean_runtime(&domain_dir);
+    // A domain launched for the first time has no vTPM state yet: if the
+    // launch fails, nothing of it stays behind.
+    let fresh = !domain_dir.join("tpm").exists();
     let result = launch_in(options, &keys, &domain_dir, cancel);
     if result.is_err() {
         clean_runtime(&domain_dir);
+        if fresh {
+            let _ = fs::remove_dir_all(&domain_dir);
+        }
     }
     result
 }
@@ -271,14 +303,33 @@ fn verified_copy<'k>(
 
 /// `launch --backend xen --dry-run`: verifies the bundle like a launch, then
 /// returns the xl.cfg that would boot the verified copy, and starts nothing.
-pub fn xen_dry_run(options: &LaunchOptions, pvh: bool) -> Result<String> {
+pub fn xen_dry_run(options: &LaunchOptions) -> Result<String> {
+    let Backend::Xen { pvh, bridge } = &options.backend else {
+        return Err(LaunchError::BadSetting(
+            "a dry run renders a Xen configuration: use the Xen backend".into(),
+        ));
+    };
     check_name(&options.name)?;
     let keys = trusted_keys(&options.trust)?;
     private_dir(&options.state_root)?;
     let domain_dir = options.state_root.join(&options.name);
     private_dir(&domain_dir)?;
+    if let Ok(record) = read_record(&domain_dir) {
+        if process_alive(record.qemu_pid, &domain_dir)
+            || (record.backend == "xen" && xen_domain_exists(&record.name))
+        {
+            return Err(LaunchError::DomainRunning {
+                name: options.name.clone(),
+                pid: record.qemu_pid,
+            });
+        }
+    }
     let boot_dir = domain_dir.join("boot");
-    let verified = verified_copy(options, &keys, &boot_dir)?;
+    let verified = verified_copy(options, &keys, &boot_dir);
+    // A dry run leaves nothing behind: the paths in the configuration are
+    // where a launch puts its verified copy.
+    clean_runtime(&domain_dir);
+    let verified = verified?;
     let domain_dir =
         fs::canonicalize(&domain_dir).map_err(LaunchError::io("resolving", &domain_dir))?;
     let config = crate::xen::XenConfig {
@@ -288,20 +339,17 @@ pub fn xen_dry_run(options: &LaunchOptions, pvh: bool) -> Result<String> {
         cmdline: verified.manifest.kernel_cmdline.clone(),
         memory_mib: options.memory_mib,
         vcpus: options.cpus,
-        kind: if pvh {
+        kind: if *pvh {
             crate::xen::GuestKind::Pvh
         } else {
             crate::xen::GuestKind::Hvm(crate::xen::HvmDevices {
-                bridge: "xenbr0".into(),
+                bridge: bridge.clone(),
                 mac: None,
                 serial_log: domain_dir.join("console.log"),
             })
         },
     };
-    crate::xen::render(&config).map_err(|err| LaunchError::BadImageDir {
-        path: options.bundle.clone(),
-        problem: err.to_string(),
-    })
+    Ok(crate::xen::render(&config)?)
 }
 
 fn launch_in(
@@ -328,6 +376,22 @@ fn launch_in(
     let initrd = boot_dir.join("initrd.per-boot");
     write_per_boot_initrd(&initrd, &image, &report_key)?;
     drop(report_key);
+    if let Backend::Xen { pvh, bridge } = &options.backend {
+        return launch_xen(
+            options,
+            domain_dir,
+            &initrd,
+            &Verified {
+                manifest,
+                manifest_bytes,
+                image: Vec::new(),
+                key,
+            },
+            &report_public,
+            *pvh,
+            bridge,
+        );
+    }
     let image_info = BootImage {
         loader: boot_dir.join(LOADER_FILE),
         image: initrd.clone(),
@@ -366,13 +430,72 @@ fn launch_in(
         }
     };
     // 3. The vTPM and the extends, while QEMU sets the machine up.
+    let (vtpm, pcrs) = measure(domain_dir, &manifest, &manifest_bytes, &report_public)?;
+
+    // QEMU reads -kernel and -initrd while it sets the machine up, before its
+    // monitor answers: once QMP is up, the key file has served its purpose.
+    // (On any error above, `launch` removes the whole boot directory.)
+    let monitor = guest.monitor(Duration::from_secs(10));
+    let _ = fs::remove_file(&initrd);
+    drop(monitor?);
+
+    // 4. Run, and record.
+    let forwarding = guest.open_forwarding()?;
+    guest.resume()?;
+    let boot = guest.wait_healthy(forwarding.port, options.boot_timeout, cancel)?;
+    let record = DomainRecord {
+        name: options.name.clone(),
+        backend: "qemu".into(),
+        qemu_pid: guest.pid(),
+        swtpm_pid: vtpm.pid().unwrap_or(0),
+        url: format!("http://127.0.0.1:{}/", forwarding.port),
+        accel: match accel {
+            Accel::Kvm => "kvm".into(),
+            Accel::Tcg => "tcg".into(),
+        },
+        bundle: options.bundle.clone(),
+        service: format!("{} {}", manifest.service.name, manifest.service.version),
+        security_version: manifest.service.security_version,
+        manifest_sha256: Digest(sha256(&manifest_bytes)),
+        signed_by: bundle::key_fingerprint(key),
+        report_key: Digest(report_public),
+        pcrs,
+        boot_seconds: boot.as_secs_f64(),
+        launched_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        tpm_socket: vtpm.socket().to_path_buf(),
+    };
+    write_record(domain_dir, &record)?;
+    guest.detach();
+    vtpm.detach();
+    Ok(record)
+}
+
+fn write_record(domain_dir: &Path, record: &DomainRecord) -> Result<()> {
+    let path = domain_dir.join(DOMAIN_FILE);
+    let text = serde_json::to_vec_pretty(record).unwrap_or_default();
+    let staged = domain_dir.join(".domain.json.new");
+    fs::write(&staged, text)
+        .and_then(|()| fs::rename(&staged, &path))
+        .map_err(LaunchError::io("writing", &path))
+}
+
+/// Step 3: starts the domain's vTPM, extends the launch event list into it,
+/// writes the event log, and checks PCR 9 against the manifest.
+fn measure(
+    domain_dir: &Path,
+    manifest: &Manifest,
+    manifest_bytes: &[u8],
+    report_public: &[u8; 32],
+) -> Result<(Vtpm, Vec<(u8, Digest)>)> {
     let vtpm = Vtpm::start(&domain_dir.join("tpm"))?;
     let inputs = LaunchInputs {
         loader_sha256: manifest.loader.sha256.0,
         image_sha256: manifest.image.sha256.0,
-        manifest: &manifest_bytes,
+        manifest: manifest_bytes,
         cmdline: &manifest.kernel_cmdline,
-        report_key: &report_public,
+        report_key: report_public,
     };
     let mut records = Vec::new();
     for event in inputs.events() {
@@ -397,49 +520,92 @@ fn launch_in(
             actual: pcrs[0].1.to_string(),
         });
     }
+    Ok((vtpm, pcrs))
+}
 
-    // QEMU reads -kernel and -initrd while it sets the machine up, before its
-    // monitor answers: once QMP is up, the key file has served its purpose.
-    // (On any error above, `launch` removes the whole boot directory.)
-    let monitor = guest.monitor(Duration::from_secs(10));
-    let _ = fs::remove_file(&initrd);
-    drop(monitor?);
-
-    // 4. Run, and record.
-    let forwarding = guest.open_forwarding()?;
-    guest.resume()?;
-    let boot = guest.wait_healthy(forwarding.port, options.boot_timeout, cancel)?;
+/// The Xen path of steps 3 and 4: measure, write the xl.cfg (the per-boot
+/// initrd as its ramdisk), `xl create`, delete the initrd, record.
+#[allow(clippy::too_many_arguments)]
+fn launch_xen(
+    options: &LaunchOptions,
+    domain_dir: &Path,
+    initrd: &Path,
+    verified: &Verified<'_>,
+    report_public: &[u8; 32],
+    pvh: bool,
+    bridge: &str,
+) -> Result<DomainRecord> {
+    let manifest = &verified.manifest;
+    let domain_dir =
+        fs::canonicalize(domain_dir).map_err(LaunchError::io("resolving", domain_dir))?;
+    let config = crate::xen::XenConfig {
+        name: options.name.clone(),
+        kernel: domain_dir.join("boot").join(LOADER_FILE),
+        ramdisk: domain_dir
+            .join("boot")
+            .join(initrd.file_name().unwrap_or_default()),
+        cmdline: manifest.kernel_cmdline.clone(),
+        memory_mib: options.memory_mib,
+        vcpus: options.cpus,
+        kind: if pvh {
+            crate::xen::GuestKind::Pvh
+        } else {
+            crate::xen::GuestKind::Hvm(crate::xen::HvmDevices {
+                bridge: bridge.into(),
+                mac: None,
+                serial_log: domain_dir.join("console.log"),
+            })
+        },
+    };
+    let (vtpm, pcrs) = measure(
+        &domain_dir,
+        manifest,
+        &verified.manifest_bytes,
+        report_public,
+    )?;
+    let cfg_path = domain_dir.join("xl.cfg");
+    crate::xen::write(&config, &cfg_path)?;
+    let created = crate::xen::create(&cfg_path);
+    // xl has read the ramdisk into the domain (or failed): the key file goes.
+    let _ = fs::remove_file(initrd);
+    created?;
     let record = DomainRecord {
         name: options.name.clone(),
-        qemu_pid: guest.pid(),
+        backend: "xen".into(),
+        qemu_pid: 0,
         swtpm_pid: vtpm.pid().unwrap_or(0),
-        url: format!("http://127.0.0.1:{}/", forwarding.port),
-        accel: match accel {
-            Accel::Kvm => "kvm".into(),
-            Accel::Tcg => "tcg".into(),
+        url: String::new(),
+        accel: if pvh {
+            "xen-pvh".into()
+        } else {
+            "xen-hvm".into()
         },
         bundle: options.bundle.clone(),
         service: format!("{} {}", manifest.service.name, manifest.service.version),
         security_version: manifest.service.security_version,
-        manifest_sha256: Digest(sha256(&manifest_bytes)),
-        signed_by: bundle::key_fingerprint(key),
-        report_key: Digest(report_public),
+        manifest_sha256: Digest(sha256(&verified.manifest_bytes)),
+        signed_by: bundle::key_fingerprint(verified.key),
+        report_key: Digest(*report_public),
         pcrs,
-        boot_seconds: boot.as_secs_f64(),
+        boot_seconds: 0.0,
         launched_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         tpm_socket: vtpm.socket().to_path_buf(),
     };
-    let path = domain_dir.join(DOMAIN_FILE);
-    let text = serde_json::to_vec_pretty(&record).unwrap_or_default();
-    let staged = domain_dir.join(".domain.json.new");
-    fs::write(&staged, text)
-        .and_then(|()| fs::rename(&staged, &path))
-        .map_err(LaunchError::io("writing", &path))?;
-    guest.detach();
+    write_record(&domain_dir, &record)?;
     vtpm.detach();
     Ok(record)
+}
+
+/// Whether a Xen domain of this name exists (`xl domid`).
+fn xen_domain_exists(name: &str) -> bool {
+    std::process::Command::new("xl")
+        .args(["domid", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Writes `image` followed by the handover trailer for `key` to `path`
@@ -487,6 +653,11 @@ pub fn stop(state_root: &Path, name: &str, purge: bool) -> Result<DomainRecord> 
     let domain_dir = state_root.join(name);
     let record =
         read_record(&domain_dir).map_err(|_| LaunchError::UnknownDomain { name: name.into() })?;
+    if record.backend == "xen" && xen_domain_exists(name) {
+        let _ = std::process::Command::new("xl")
+            .args(["destroy", name])
+            .status();
+    }
     if process_alive(record.qemu_pid, &domain_dir) {
         if let Ok(mut qmp) =
             crate::qmp::Qmp::connect(&domain_dir.join("qmp.sock"), Duration::from_secs(2))
@@ -549,7 +720,11 @@ pub fn status(state_root: &Path, name: &str) -> Result<DomainStatus> {
     let domain_dir = state_root.join(name);
     let record =
         read_record(&domain_dir).map_err(|_| LaunchError::UnknownDomain { name: name.into() })?;
-    let running = process_alive(record.qemu_pid, &domain_dir) && !is_zombie(record.qemu_pid);
+    let running = if record.backend == "xen" {
+        xen_domain_exists(name)
+    } else {
+        process_alive(record.qemu_pid, &domain_dir) && !is_zombie(record.qemu_pid)
+    };
     let console = fs::read(domain_dir.join("console.log")).unwrap_or_default();
     let text = String::from_utf8_lossy(&console);
     let lines: Vec<&str> = text.lines().collect();

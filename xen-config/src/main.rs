@@ -103,12 +103,15 @@ enum Command {
         /// Seconds to wait for the first /healthz answer.
         #[arg(long, default_value_t = 60)]
         boot_timeout: u64,
-        /// qemu boots the guest here; xen renders an xl.cfg (HVM with an
-        /// RTL8139 vif on xenbr0, or PVH without NIC with --pvh) for the
-        /// verified copy. This version supports xen only with --dry-run
-        /// (see docs/xen.md).
-        #[arg(long, value_enum, default_value_t = Backend::Qemu)]
-        backend: Backend,
+        /// qemu boots the guest here; xen writes an xl.cfg for the verified
+        /// copy (HVM with an RTL8139 on --bridge, or PVH without NIC with
+        /// --pvh) and runs `xl create` (this host must be a Xen dom0; see
+        /// docs/xen.md).
+        #[arg(long, value_enum, default_value_t = BackendArg::Qemu)]
+        backend: BackendArg,
+        /// With --backend xen: the dom0 bridge for the guest's NIC.
+        #[arg(long, default_value = "xenbr0")]
+        bridge: String,
         /// Verify the bundle and print the guest configuration; start nothing.
         #[arg(long)]
         dry_run: bool,
@@ -163,7 +166,7 @@ enum Command {
 
 /// Where a launched guest runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Backend {
+enum BackendArg {
     /// QEMU on this host.
     Qemu,
     /// Xen (xl.cfg).
@@ -244,6 +247,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
             memory,
             boot_timeout,
             backend,
+            bridge,
             dry_run,
             pvh,
         } => {
@@ -258,31 +262,32 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
                 memory_mib: memory,
                 cpus: 1,
                 boot_timeout: Duration::from_secs(boot_timeout),
+                backend: match backend {
+                    BackendArg::Qemu => launch::Backend::Qemu,
+                    BackendArg::Xen => launch::Backend::Xen { pvh, bridge },
+                },
             };
-            match (backend, dry_run) {
-                (Backend::Xen, true) => {
-                    print!("{}", launch::xen_dry_run(&options, pvh)?);
-                    return Ok(());
-                }
-                (Backend::Xen, false) => {
-                    return Err(LaunchError::BadSetting(
-                        "--backend xen needs --dry-run in this version: it prints the xl.cfg \
-                         for the verified copy; `xl create` it on a Xen host (docs/xen.md)"
-                            .into(),
-                    ));
-                }
-                (Backend::Qemu, true) => {
+            if dry_run {
+                if backend != BackendArg::Xen {
                     return Err(LaunchError::BadSetting(
                         "--dry-run applies to --backend xen".into(),
                     ));
                 }
-                (Backend::Qemu, false) => {}
+                print!("{}", launch::xen_dry_run(&options)?);
+                return Ok(());
             }
             let record = launch::launch(&options, &cancel)?;
-            eprintln!(
-                "vigil-dom0: domain {} up at {} ({:.2} s to first answer); PCR 9 {}",
-                record.name, record.url, record.boot_seconds, record.pcrs[0].1
-            );
+            if record.backend == "xen" {
+                eprintln!(
+                    "vigil-dom0: Xen domain {} created ({}); PCR 9 {}",
+                    record.name, record.accel, record.pcrs[0].1
+                );
+            } else {
+                eprintln!(
+                    "vigil-dom0: domain {} up at {} ({:.2} s to first answer); PCR 9 {}",
+                    record.name, record.url, record.boot_seconds, record.pcrs[0].1
+                );
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&record).unwrap_or_default()

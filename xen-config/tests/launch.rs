@@ -370,6 +370,27 @@ fn xen_dry_run_verifies_then_prints_the_config_and_starts_nothing() {
     );
     assert_eq!(setup.processes(), 0);
     assert!(!setup.path("state/t/domain.json").exists());
+    assert!(!setup.path("state/t/boot").exists());
+
+    // Without --dry-run, on a host that is not a Xen dom0: a clear error,
+    // no swtpm left, no domain recorded.
+    let real = setup.dom0(&[
+        "launch",
+        &setup.path("bundle").display().to_string(),
+        "--trust",
+        &setup.path("k.pub").display().to_string(),
+        "--name",
+        "t",
+        "--backend",
+        "xen",
+    ]);
+    assert_eq!(real.status.code(), Some(3), "{}", stderr(&real));
+    assert!(stderr(&real).contains("xen"), "{}", stderr(&real));
+    assert_eq!(setup.processes(), 0);
+    assert!(
+        !setup.path("state/t").exists(),
+        "a new domain's failed launch leaves nothing"
+    );
 
     // A refused bundle prints no config.
     let refused = setup.dom0(&[
