@@ -77,7 +77,7 @@ enum Command {
     /// Seal a built image into a signed bundle directory: the image with its
     /// reference block filled in, the loader, manifest.json and manifest.sig
     /// (the raw 64-byte ed25519 signature over the manifest's exact bytes).
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = settings_help())]
     Seal {
         /// The ed25519 private key (PKCS#8 PEM, readable only by its owner).
         #[arg(long)]
@@ -108,7 +108,7 @@ enum Command {
         #[arg(long, default_value = "log", value_parser = parse_reaction)]
         reaction: Reaction,
         /// A service setting for the kernel command line (repeatable), e.g.
-        /// --set max-connections=64; see `vigil-dom0 run --help`.
+        /// --set max-connections=64; see the list below.
         #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
         settings: Vec<(String, String)>,
         /// The Vigil checkout [default: the one containing the current directory].
@@ -134,6 +134,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn settings_help() -> String {
+    use vigil_core::v1::config::{LOG_SETTING, SETTINGS};
+    let mut text =
+        String::from("Service settings (--set NAME=VALUE), sealed into the kernel command line:\n");
+    for setting in SETTINGS {
+        text.push_str(&format!(
+            "  {:<18} {} [default {}, {}..={}]\n",
+            setting.name, setting.help, setting.default, setting.min, setting.max
+        ));
+    }
+    text.push_str(&format!(
+        "  {LOG_SETTING:<18} console logging: error, warn, info or debug [default info]\n\n{EXIT_CODES}"
+    ));
+    text
 }
 
 fn parse_reaction(text: &str) -> Result<Reaction, String> {

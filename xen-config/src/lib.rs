@@ -1,8 +1,9 @@
 //! `vigil-dom0`: Vigil's VM-host side.
 //!
-//! Today it boots built images under QEMU ([`qemu`], [`run`]); the measured
-//! launch (verify, extend into the domain's vTPM, then boot) and the Xen
-//! backend build on the same launcher.
+//! The binary's only way to boot is the measured launch ([`launch`]: verify,
+//! extend into the domain's vTPM ([`tpm`]), then boot under QEMU ([`qemu`])
+//! or Xen ([`xen`])). [`run`] boots a built image unmeasured, for tests and
+//! the benchmarks' baseline only.
 
 pub mod accel;
 pub mod error;

@@ -1,4 +1,6 @@
-//! `vigil-dom0 run`: boot an image under QEMU in the foreground until asked to stop.
+//! An unmeasured boot of a built image directory under QEMU: for tests and
+//! the benchmarks' baseline. The `vigil-dom0` binary never uses it: every
+//! launch there is measured ([`crate::launch`]).
 
 use std::net::TcpListener;
 use std::path::PathBuf;

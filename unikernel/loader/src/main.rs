@@ -30,7 +30,8 @@ mod start_info;
 fn main() {
     eprintln!(
         "vigil-loader is a PVH boot image for QEMU's -kernel or Xen; \
-         build it with `vigil-build build` and boot it with `vigil-dom0 run`"
+         build it with `vigil-build build`, seal it with `vigil-build seal` and boot it \
+         with `vigil-dom0 launch`"
     );
     std::process::exit(2);
 }
