@@ -405,3 +405,80 @@ fn xen_dry_run_verifies_then_prints_the_config_and_starts_nothing() {
     assert_eq!(refused.status.code(), Some(EXIT_REFUSED));
     assert!(refused.stdout.is_empty());
 }
+
+#[test]
+#[ignore = "boots the built image under QEMU: run by scripts/test"]
+fn a_bundle_swapped_during_launch_never_boots_unverified_bytes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let setup = Setup::new();
+    let bundle = setup.path("bundle");
+    let good = fs::read(bundle.join("vigil-image")).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    fs::write(setup.path("good-image"), &good).unwrap();
+    fs::write(setup.path("bad-image"), &bad).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let digest = manifest["image"]["sha256"].as_str().unwrap().to_owned();
+
+    // Swap the bundle's image between good and tampered bytes, atomically
+    // and as fast as possible, while launches run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let stop = Arc::clone(&stop);
+        let (good, bad, target) = (
+            setup.path("good-image"),
+            setup.path("bad-image"),
+            bundle.join("vigil-image"),
+        );
+        let staging = setup.path("swap.tmp");
+        std::thread::spawn(move || {
+            let mut flip = false;
+            while !stop.load(Ordering::Relaxed) {
+                fs::copy(if flip { &bad } else { &good }, &staging).unwrap();
+                fs::rename(&staging, &target).unwrap();
+                flip = !flip;
+            }
+        })
+    };
+    let mut booted = 0;
+    for _ in 0..4 {
+        let output = setup.launch("bundle", "k.pub", "t", &[]);
+        match output.status.code() {
+            Some(0) => {
+                booted += 1;
+                // What was verified and booted is the sealed image.
+                let copy = fs::read(setup.path("state/t/boot/vigil-image")).unwrap();
+                let sum: String = vigil_core::v1::events::sha256(&copy)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                assert_eq!(sum, digest);
+                let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+                assert_eq!(record["pcrs"][0][1], manifest["pcr9"]);
+                let qemu_pid = record["qemu_pid"].as_u64().unwrap();
+                let cmdline = fs::read(format!("/proc/{qemu_pid}/cmdline")).unwrap();
+                assert!(
+                    !String::from_utf8_lossy(&cmdline).contains(&bundle.display().to_string()),
+                    "QEMU reads the bundle itself"
+                );
+                assert!(setup.dom0(&["stop", "t"]).status.success());
+            }
+            Some(EXIT_REFUSED) => {
+                assert!(
+                    stderr(&output).contains("image sha256"),
+                    "{}",
+                    stderr(&output)
+                );
+            }
+            other => panic!("unexpected exit {other:?}: {}", stderr(&output)),
+        }
+        assert_eq!(setup.processes(), 0);
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    eprintln!("{booted} of 4 launches booted (the others refused a tampered copy)");
+}
