@@ -334,6 +334,32 @@ fn a_missing_swtpm_is_named_and_nothing_is_left() {
     assert!(!setup.path("state/t/domain.json").exists());
 }
 
+#[test]
+#[ignore = "needs the built image: run by scripts/test"]
+fn a_missing_qemu_is_named_and_nothing_is_left() {
+    let setup = Setup::new();
+    let empty = setup.path("empty-bin");
+    fs::create_dir(&empty).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vigil-dom0"))
+        .arg("launch")
+        .arg(setup.path("bundle"))
+        .arg("--trust")
+        .arg(setup.path("k.pub"))
+        .args(["--name", "t", "--port", "0", "--accel", "tcg"])
+        .env("VIGIL_STATE_DIR", setup.path("state"))
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("Debian package `qemu-system-x86`"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(setup.processes(), 0);
+    assert!(!setup.path("state/t").exists());
+}
+
 fn which_in_path(program: &str) -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|path| {
