@@ -205,8 +205,9 @@ fn clean_runtime(domain_dir: &Path) {
     let _ = fs::remove_dir_all(domain_dir.join("boot"));
 }
 
-/// Launches a sealed bundle as a measured domain.
-pub fn launch(options: &LaunchOptions, cancel: &AtomicBool) -> Result<DomainRecord> {
+/// Checks the name and trusted keys, and makes the domain's private
+/// directory; refuses a domain that is running.
+fn prepare_domain(options: &LaunchOptions) -> Result<(Vec<VerifyingKey>, PathBuf)> {
     check_name(&options.name)?;
     let keys = trusted_keys(&options.trust)?;
     private_dir(&options.state_root)?;
@@ -222,6 +223,12 @@ pub fn launch(options: &LaunchOptions, cancel: &AtomicBool) -> Result<DomainReco
             });
         }
     }
+    Ok((keys, domain_dir))
+}
+
+/// Launches a sealed bundle as a measured domain.
+pub fn launch(options: &LaunchOptions, cancel: &AtomicBool) -> Result<DomainRecord> {
+    let (keys, domain_dir) = prepare_domain(options)?;
     clean_runtime(&domain_dir);
     // A domain launched for the first time has no vTPM state yet: if the
     // launch fails, nothing of it stays behind.
@@ -309,21 +316,7 @@ pub fn xen_dry_run(options: &LaunchOptions) -> Result<String> {
             "a dry run renders a Xen configuration: use the Xen backend".into(),
         ));
     };
-    check_name(&options.name)?;
-    let keys = trusted_keys(&options.trust)?;
-    private_dir(&options.state_root)?;
-    let domain_dir = options.state_root.join(&options.name);
-    private_dir(&domain_dir)?;
-    if let Ok(record) = read_record(&domain_dir) {
-        if process_alive(record.qemu_pid, &domain_dir)
-            || (record.backend == "xen" && xen_domain_exists(&record.name))
-        {
-            return Err(LaunchError::DomainRunning {
-                name: options.name.clone(),
-                pid: record.qemu_pid,
-            });
-        }
-    }
+    let (keys, domain_dir) = prepare_domain(options)?;
     let boot_dir = domain_dir.join("boot");
     let verified = verified_copy(options, &keys, &boot_dir);
     // A dry run leaves nothing behind: the paths in the configuration are
@@ -332,23 +325,14 @@ pub fn xen_dry_run(options: &LaunchOptions) -> Result<String> {
     let verified = verified?;
     let domain_dir =
         fs::canonicalize(&domain_dir).map_err(LaunchError::io("resolving", &domain_dir))?;
-    let config = crate::xen::XenConfig {
-        name: options.name.clone(),
-        kernel: domain_dir.join("boot").join(LOADER_FILE),
-        ramdisk: domain_dir.join("boot").join(IMAGE_FILE),
-        cmdline: verified.manifest.kernel_cmdline.clone(),
-        memory_mib: options.memory_mib,
-        vcpus: options.cpus,
-        kind: if *pvh {
-            crate::xen::GuestKind::Pvh
-        } else {
-            crate::xen::GuestKind::Hvm(crate::xen::HvmDevices {
-                bridge: bridge.clone(),
-                mac: None,
-                serial_log: domain_dir.join("console.log"),
-            })
-        },
-    };
+    let config = xen_config(
+        options,
+        &domain_dir,
+        IMAGE_FILE,
+        &verified.manifest.kernel_cmdline,
+        *pvh,
+        bridge,
+    );
     Ok(crate::xen::render(&config)?)
 }
 
@@ -538,25 +522,18 @@ fn launch_xen(
     let manifest = &verified.manifest;
     let domain_dir =
         fs::canonicalize(domain_dir).map_err(LaunchError::io("resolving", domain_dir))?;
-    let config = crate::xen::XenConfig {
-        name: options.name.clone(),
-        kernel: domain_dir.join("boot").join(LOADER_FILE),
-        ramdisk: domain_dir
-            .join("boot")
-            .join(initrd.file_name().unwrap_or_default()),
-        cmdline: manifest.kernel_cmdline.clone(),
-        memory_mib: options.memory_mib,
-        vcpus: options.cpus,
-        kind: if pvh {
-            crate::xen::GuestKind::Pvh
-        } else {
-            crate::xen::GuestKind::Hvm(crate::xen::HvmDevices {
-                bridge: bridge.into(),
-                mac: None,
-                serial_log: domain_dir.join("console.log"),
-            })
-        },
-    };
+    let ramdisk = initrd
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let config = xen_config(
+        options,
+        &domain_dir,
+        ramdisk,
+        &manifest.kernel_cmdline,
+        pvh,
+        bridge,
+    );
     let (vtpm, pcrs) = measure(
         &domain_dir,
         manifest,
@@ -596,6 +573,35 @@ fn launch_xen(
     write_record(&domain_dir, &record)?;
     vtpm.detach();
     Ok(record)
+}
+
+/// The xl.cfg values for a domain whose verified copy is in
+/// `<domain_dir>/boot` (`ramdisk`: the file name there).
+fn xen_config(
+    options: &LaunchOptions,
+    domain_dir: &Path,
+    ramdisk: &str,
+    cmdline: &str,
+    pvh: bool,
+    bridge: &str,
+) -> crate::xen::XenConfig {
+    crate::xen::XenConfig {
+        name: options.name.clone(),
+        kernel: domain_dir.join("boot").join(LOADER_FILE),
+        ramdisk: domain_dir.join("boot").join(ramdisk),
+        cmdline: cmdline.to_owned(),
+        memory_mib: options.memory_mib,
+        vcpus: options.cpus,
+        kind: if pvh {
+            crate::xen::GuestKind::Pvh
+        } else {
+            crate::xen::GuestKind::Hvm(crate::xen::HvmDevices {
+                bridge: bridge.into(),
+                mac: None,
+                serial_log: domain_dir.join("console.log"),
+            })
+        },
+    }
 }
 
 /// Whether a Xen domain of this name exists (`xl domid`).
