@@ -14,6 +14,7 @@ use vigil_dom0::accel::{self, AccelChoice};
 use vigil_dom0::image::BootImage;
 use vigil_dom0::qemu::{Accel, Forward, Guest, QemuConfig, kernel_cmdline};
 
+use crate::stats::median;
 use crate::wrk::{self, Load, LoadResult};
 
 /// What to measure.
@@ -240,16 +241,6 @@ fn check_guest(guest: &mut Guest, port: u16, result: &LoadResult) -> Result<()> 
     )
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 /// The report as Markdown.
 pub fn markdown(report: &HttpReport, command: &str, machine: &str) -> String {
     let mut text = String::new();
@@ -306,15 +297,4 @@ pub fn markdown(report: &HttpReport, command: &str, machine: &str) -> String {
         report.loads.first().map_or(0, |c| c.load.threads),
     ));
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
 }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde::Serialize;
+use vigil_bench::stats::{load_average, max, median, min, std_dev};
 use vigil_build::seal::{SealOptions, seal};
 use vigil_core::v1::bundle::{
     self, BundleFiles, IMAGE_FILE, LOADER_FILE, MANIFEST_FILE, SIGNATURE_FILE,
@@ -125,52 +126,6 @@ pub struct LaunchReport {
     pub parts: Vec<Part>,
 }
 
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-/// The sample standard deviation.
-fn std_dev(values: &[f64]) -> f64 {
-    let n = values.len() as f64;
-    if values.len() < 2 {
-        return f64::NAN;
-    }
-    let mean = values.iter().sum::<f64>() / n;
-    (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-}
-
-fn min(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-fn max(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-}
-
-/// The service port on a kernel command line (as `launch` reads it).
-fn cmdline_port(cmdline: &str) -> u16 {
-    cmdline
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("--port="))
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(ServiceConfig::default().port)
-}
-
 /// Domains launched and not yet stopped: stopped (and purged) on drop, so
 /// an error half-way leaves no QEMU or swtpm behind.
 struct Domains {
@@ -221,7 +176,7 @@ impl Unmeasured {
             cmdline: self.cmdline.clone(),
             forward: Some(Forward {
                 host_port: 0,
-                guest_port: cmdline_port(&self.cmdline),
+                guest_port: launch::service_port(&self.cmdline),
             }),
             console: self.dir.join(format!("console-{run}.log")),
             qmp: self.dir.join("qmp.sock"),
@@ -873,14 +828,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
-
-    #[test]
     fn the_port_comes_from_the_command_line() {
-        assert_eq!(cmdline_port("-- --port=9090 --log=warn"), 9090);
-        assert_eq!(cmdline_port("--"), ServiceConfig::default().port);
+        assert_eq!(
+            vigil_dom0::launch::service_port("-- --port=9090 --log=warn"),
+            9090
+        );
+        assert_eq!(
+            vigil_dom0::launch::service_port("--"),
+            ServiceConfig::default().port
+        );
     }
 }

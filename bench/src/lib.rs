@@ -4,6 +4,7 @@
 //! headed by the exact command that produced them.
 
 pub mod http;
+pub mod stats;
 pub mod wrk;
 
 use std::process::Command;

@@ -16,10 +16,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+use vigil_bench::stats::median;
 use vigil_build::seal::{self, SealOptions};
 use vigil_core::v1::bundle::{IMAGE_FILE, LOADER_FILE};
 use vigil_core::v1::config::ServiceConfig;
 use vigil_core::v1::events::sha256;
+use vigil_core::v1::manifest::Digest;
 use vigil_core::v1::refblock::Reaction;
 
 /// The read size of the streaming hasher.
@@ -105,10 +107,6 @@ pub fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
     Ok(hasher.finalize().into())
 }
 
-fn hex(digest: &[u8; 32]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `openssl version`, or an error naming the package to install.
 fn openssl_version() -> Result<String> {
     let output = match Command::new("openssl").arg("version").output() {
@@ -153,16 +151,6 @@ fn openssl_dgst(files: &[&Path]) -> Result<(f64, Vec<String>)> {
     Ok((elapsed, digests))
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 fn display(files: &[&Path]) -> String {
     let names = files
         .iter()
@@ -186,7 +174,10 @@ fn compare(
         .sum::<io::Result<u64>>()?;
     let (_, expected) = openssl_dgst(files)?;
     if let Some(digests) = ours()? {
-        let digests = digests.iter().map(hex).collect::<Vec<_>>();
+        let digests = digests
+            .iter()
+            .map(|d| Digest(*d).to_string())
+            .collect::<Vec<_>>();
         ensure!(
             digests == expected,
             "{label}: our SHA-256 {digests:?} differs from OpenSSL's {expected:?}"
@@ -472,14 +463,8 @@ mod tests {
         assert_eq!(sha256_file(&path).unwrap(), sha256(&bytes));
         std::fs::write(&path, b"").unwrap();
         assert_eq!(
-            hex(&sha256_file(&path).unwrap()),
+            Digest(sha256_file(&path).unwrap()).to_string(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
-    }
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 }

@@ -388,7 +388,7 @@ fn launch_in(
         })?,
     };
     let (accel, _reason) = accel::choose(options.accel, &image_info, domain_dir);
-    let service_port = manifest_port(&manifest.kernel_cmdline);
+    let service_port = service_port(&manifest.kernel_cmdline);
     let config = QemuConfig {
         image: image_info,
         accel,
@@ -643,8 +643,9 @@ fn write_per_boot_initrd(path: &Path, image: &[u8], key: &SigningKey) -> Result<
     })
 }
 
-/// The service port on a manifest's kernel command line.
-fn manifest_port(cmdline: &str) -> u16 {
+/// The service port on a sealed kernel command line (its `--port=`, else
+/// the default).
+pub fn service_port(cmdline: &str) -> u16 {
     cmdline
         .split_whitespace()
         .find_map(|word| word.strip_prefix("--port="))
