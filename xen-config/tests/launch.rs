@@ -46,15 +46,28 @@ impl Setup {
         self.dir.path().join(name)
     }
 
-    fn dom0(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vigil-dom0"))
+    /// `vigil-dom0 <args>` with this test's state directory.
+    fn dom0_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vigil-dom0"));
+        command
             .args(args)
-            .env("VIGIL_STATE_DIR", self.path("state"))
+            .env("VIGIL_STATE_DIR", self.path("state"));
+        command
+    }
+
+    fn dom0(&self, args: &[&str]) -> Output {
+        self.dom0_command(args).output().unwrap()
+    }
+
+    fn launch(&self, bundle: &str, trust: &str, name: &str, extra: &[&str]) -> Output {
+        self.launch_command(bundle, trust, name, extra)
             .output()
             .unwrap()
     }
 
-    fn launch(&self, bundle: &str, trust: &str, name: &str, extra: &[&str]) -> Output {
+    /// `vigil-dom0 launch` of a bundle in this test's directory, under TCG,
+    /// on any free port unless `extra` names one.
+    fn launch_command(&self, bundle: &str, trust: &str, name: &str, extra: &[&str]) -> Command {
         let bundle = self.path(bundle).display().to_string();
         let trust = self.path(trust).display().to_string();
         let mut args = vec![
@@ -64,7 +77,7 @@ impl Setup {
             args.extend(["--port", "0"]);
         }
         args.extend_from_slice(extra);
-        self.dom0(&args)
+        self.dom0_command(&args)
     }
 
     /// swtpm or QEMU processes started for this test's state directory.
@@ -314,13 +327,8 @@ fn a_missing_swtpm_is_named_and_nothing_is_left() {
     fs::create_dir(&bin).unwrap();
     let qemu = which_in_path("qemu-system-x86_64");
     std::os::unix::fs::symlink(qemu, bin.join("qemu-system-x86_64")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_vigil-dom0"))
-        .arg("launch")
-        .arg(setup.path("bundle"))
-        .arg("--trust")
-        .arg(setup.path("k.pub"))
-        .args(["--name", "t", "--port", "0", "--accel", "tcg"])
-        .env("VIGIL_STATE_DIR", setup.path("state"))
+    let output = setup
+        .launch_command("bundle", "k.pub", "t", &[])
         .env("PATH", &bin)
         .output()
         .unwrap();
@@ -340,13 +348,8 @@ fn a_missing_qemu_is_named_and_nothing_is_left() {
     let setup = Setup::new();
     let empty = setup.path("empty-bin");
     fs::create_dir(&empty).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_vigil-dom0"))
-        .arg("launch")
-        .arg(setup.path("bundle"))
-        .arg("--trust")
-        .arg(setup.path("k.pub"))
-        .args(["--name", "t", "--port", "0", "--accel", "tcg"])
-        .env("VIGIL_STATE_DIR", setup.path("state"))
+    let output = setup
+        .launch_command("bundle", "k.pub", "t", &[])
         .env("PATH", &empty)
         .output()
         .unwrap();
@@ -374,17 +377,7 @@ fn which_in_path(program: &str) -> PathBuf {
 #[ignore = "needs the built image: run by scripts/test"]
 fn xen_dry_run_verifies_then_prints_the_config_and_starts_nothing() {
     let setup = Setup::new();
-    let output = setup.dom0(&[
-        "launch",
-        &setup.path("bundle").display().to_string(),
-        "--trust",
-        &setup.path("k.pub").display().to_string(),
-        "--name",
-        "t",
-        "--backend",
-        "xen",
-        "--dry-run",
-    ]);
+    let output = setup.launch("bundle", "k.pub", "t", &["--backend", "xen", "--dry-run"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let config = String::from_utf8(output.stdout).unwrap();
     assert!(config.contains("type = \"hvm\""), "{config}");
@@ -400,16 +393,7 @@ fn xen_dry_run_verifies_then_prints_the_config_and_starts_nothing() {
 
     // Without --dry-run, on a host that is not a Xen dom0: a clear error,
     // no swtpm left, no domain recorded.
-    let real = setup.dom0(&[
-        "launch",
-        &setup.path("bundle").display().to_string(),
-        "--trust",
-        &setup.path("k.pub").display().to_string(),
-        "--name",
-        "t",
-        "--backend",
-        "xen",
-    ]);
+    let real = setup.launch("bundle", "k.pub", "t", &["--backend", "xen"]);
     assert_eq!(real.status.code(), Some(3), "{}", stderr(&real));
     assert!(stderr(&real).contains("xen"), "{}", stderr(&real));
     assert_eq!(setup.processes(), 0);
@@ -419,15 +403,12 @@ fn xen_dry_run_verifies_then_prints_the_config_and_starts_nothing() {
     );
 
     // A refused bundle prints no config.
-    let refused = setup.dom0(&[
-        "launch",
-        &setup.path("bundle").display().to_string(),
-        "--trust",
-        &setup.path("other.pub").display().to_string(),
-        "--backend",
-        "xen",
-        "--dry-run",
-    ]);
+    let refused = setup.launch(
+        "bundle",
+        "other.pub",
+        "t",
+        &["--backend", "xen", "--dry-run"],
+    );
     assert_eq!(refused.status.code(), Some(EXIT_REFUSED));
     assert!(refused.stdout.is_empty());
 }
