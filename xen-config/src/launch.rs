@@ -344,12 +344,8 @@ fn launch_in(
 ) -> Result<DomainRecord> {
     // 1. The private copy, and its verification.
     let boot_dir = domain_dir.join("boot");
-    let Verified {
-        manifest,
-        manifest_bytes,
-        image,
-        key,
-    } = verified_copy(options, keys, &boot_dir)?;
+    let verified = verified_copy(options, keys, &boot_dir)?;
+    let manifest = &verified.manifest;
 
     // 2. The per-boot report key, and QEMU, paused, from the verified bytes:
     // the initrd is a per-boot copy of the verified image with the key's
@@ -358,19 +354,14 @@ fn launch_in(
     let report_key = SigningKey::generate(&mut rand_core::OsRng);
     let report_public = report_key.verifying_key().to_bytes();
     let initrd = boot_dir.join("initrd.per-boot");
-    write_per_boot_initrd(&initrd, &image, &report_key)?;
+    write_per_boot_initrd(&initrd, &verified.image, &report_key)?;
     drop(report_key);
     if let Backend::Xen { pvh, bridge } = &options.backend {
         return launch_xen(
             options,
             domain_dir,
             &initrd,
-            &Verified {
-                manifest,
-                manifest_bytes,
-                image: Vec::new(),
-                key,
-            },
+            &verified,
             &report_public,
             *pvh,
             bridge,
@@ -414,7 +405,12 @@ fn launch_in(
         }
     };
     // 3. The vTPM and the extends, while QEMU sets the machine up.
-    let (vtpm, pcrs) = measure(domain_dir, &manifest, &manifest_bytes, &report_public)?;
+    let (vtpm, pcrs) = measure(
+        domain_dir,
+        manifest,
+        &verified.manifest_bytes,
+        &report_public,
+    )?;
 
     // QEMU reads -kernel and -initrd while it sets the machine up, before its
     // monitor answers: once QMP is up, the key file has served its purpose.
@@ -428,32 +424,52 @@ fn launch_in(
     guest.resume()?;
     let boot = guest.wait_healthy(forwarding.port, options.boot_timeout, cancel)?;
     let record = DomainRecord {
-        name: options.name.clone(),
         backend: "qemu".into(),
         qemu_pid: guest.pid(),
-        swtpm_pid: vtpm.pid().unwrap_or(0),
         url: format!("http://127.0.0.1:{}/", forwarding.port),
         accel: match accel {
             Accel::Kvm => "kvm".into(),
             Accel::Tcg => "tcg".into(),
         },
-        bundle: options.bundle.clone(),
-        service: format!("{} {}", manifest.service.name, manifest.service.version),
-        security_version: manifest.service.security_version,
-        manifest_sha256: Digest(sha256(&manifest_bytes)),
-        signed_by: bundle::key_fingerprint(key),
-        report_key: Digest(report_public),
-        pcrs,
         boot_seconds: boot.as_secs_f64(),
-        launched_at: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        tpm_socket: vtpm.socket().to_path_buf(),
+        ..measured_record(options, &verified, &report_public, pcrs, &vtpm)
     };
     write_record(domain_dir, &record)?;
     guest.detach();
     vtpm.detach();
     Ok(record)
+}
+
+/// What every backend records of a measured launch; the backend fills in
+/// how the guest runs (backend, pid, URL, accelerator, boot time).
+fn measured_record(
+    options: &LaunchOptions,
+    verified: &Verified<'_>,
+    report_public: &[u8; 32],
+    pcrs: Vec<(u8, Digest)>,
+    vtpm: &Vtpm,
+) -> DomainRecord {
+    let manifest = &verified.manifest;
+    DomainRecord {
+        name: options.name.clone(),
+        backend: String::new(),
+        qemu_pid: 0,
+        swtpm_pid: vtpm.pid().unwrap_or(0),
+        url: String::new(),
+        accel: String::new(),
+        bundle: options.bundle.clone(),
+        service: format!("{} {}", manifest.service.name, manifest.service.version),
+        security_version: manifest.service.security_version,
+        manifest_sha256: Digest(sha256(&verified.manifest_bytes)),
+        signed_by: bundle::key_fingerprint(verified.key),
+        report_key: Digest(*report_public),
+        pcrs,
+        boot_seconds: 0.0,
+        launched_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        tpm_socket: vtpm.socket().to_path_buf(),
+    }
 }
 
 fn write_record(domain_dir: &Path, record: &DomainRecord) -> Result<()> {
@@ -547,28 +563,13 @@ fn launch_xen(
     let _ = fs::remove_file(initrd);
     created?;
     let record = DomainRecord {
-        name: options.name.clone(),
         backend: "xen".into(),
-        qemu_pid: 0,
-        swtpm_pid: vtpm.pid().unwrap_or(0),
-        url: String::new(),
         accel: if pvh {
             "xen-pvh".into()
         } else {
             "xen-hvm".into()
         },
-        bundle: options.bundle.clone(),
-        service: format!("{} {}", manifest.service.name, manifest.service.version),
-        security_version: manifest.service.security_version,
-        manifest_sha256: Digest(sha256(&verified.manifest_bytes)),
-        signed_by: bundle::key_fingerprint(verified.key),
-        report_key: Digest(*report_public),
-        pcrs,
-        boot_seconds: 0.0,
-        launched_at: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        tpm_socket: vtpm.socket().to_path_buf(),
+        ..measured_record(options, verified, report_public, pcrs, &vtpm)
     };
     write_record(&domain_dir, &record)?;
     vtpm.detach();
