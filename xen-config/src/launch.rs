@@ -317,17 +317,26 @@ pub fn xen_dry_run(options: &LaunchOptions) -> Result<String> {
         ));
     };
     let (keys, domain_dir) = prepare_domain(options)?;
-    let boot_dir = domain_dir.join("boot");
-    let verified = verified_copy(options, &keys, &boot_dir);
-    // A dry run leaves nothing behind: the paths in the configuration are
-    // where a launch puts its verified copy.
-    clean_runtime(&domain_dir);
-    let verified = verified?;
-    let domain_dir =
+    // A dry run verifies a copy of its own and leaves nothing behind, and
+    // never touches what an earlier launch of this domain left (its record,
+    // event log, verified copy). The configuration names the paths a launch
+    // would use.
+    let fresh = !domain_dir.join("tpm").exists();
+    let resolved =
         fs::canonicalize(&domain_dir).map_err(LaunchError::io("resolving", &domain_dir))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".dry-run-")
+        .tempdir_in(&domain_dir)
+        .map_err(LaunchError::io("creating a directory in", &domain_dir))?;
+    let verified = verified_copy(options, &keys, scratch.path());
+    drop(scratch);
+    if fresh {
+        let _ = fs::remove_dir_all(&domain_dir);
+    }
+    let verified = verified?;
     let config = xen_config(
         options,
-        &domain_dir,
+        &resolved,
         IMAGE_FILE,
         &verified.manifest.kernel_cmdline,
         *pvh,
