@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod stats;
+pub mod tamper;
 pub mod wrk;
 
 use std::process::Command;

@@ -2,6 +2,7 @@
 
 mod launch;
 mod seal;
+mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use vigil_dom0::accel::AccelChoice;
 
 use crate::launch::LaunchBench;
 use crate::seal::SealBench;
+use crate::watchdog::WatchdogBench;
 
 /// Measures Vigil's costs side by side and writes reports.
 #[derive(Debug, Parser)]
@@ -99,6 +101,39 @@ enum Command {
         work_dir: PathBuf,
         /// Where the report goes (a .md file; the numbers go beside it as .json).
         #[arg(long, default_value = "bench/results/launch.md")]
+        out: PathBuf,
+    },
+    /// The in-image watchdog: HTTP throughput with it at the default
+    /// interval beside it disabled (same image, both measured launches), time
+    /// per full scan, a no-false-positive run under load, and detection
+    /// latency over tampering trials (gdb through QEMU's gdbstub; needs the
+    /// apt package `gdb`).
+    Watchdog {
+        /// The directory `vigil-build build` wrote.
+        #[arg(long, default_value = "target/vigil/hvm")]
+        image_dir: PathBuf,
+        /// Throughput rounds (each measures both sides).
+        #[arg(long, default_value_t = 6)]
+        rounds: usize,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// wrk connections.
+        #[arg(long, default_value_t = 4)]
+        connections: u32,
+        /// Tampering trials (at least 20 for the report).
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Seconds of load without tampering that must end with zero
+        /// violations (0 skips it).
+        #[arg(long, default_value_t = 600)]
+        soak_seconds: u32,
+        /// Where the temporary directory (key, bundles, domains' state) is
+        /// made; it is removed at the end.
+        #[arg(long, default_value = "target")]
+        work_dir: PathBuf,
+        /// Where the report goes (a .md file; the numbers go beside it as .json).
+        #[arg(long, default_value = "bench/results/watchdog.md")]
         out: PathBuf,
     },
 }
@@ -205,6 +240,30 @@ fn run(cli: Cli) -> Result<()> {
             let report = launch::run(&bench)?;
             let machine = vigil_bench::machine_description();
             let markdown = launch::markdown(&report, &command_line, &machine);
+            write_report(&out, &markdown, &command_line, &machine, &report)
+        }
+        Command::Watchdog {
+            image_dir,
+            rounds,
+            seconds,
+            connections,
+            trials,
+            soak_seconds,
+            work_dir,
+            out,
+        } => {
+            let bench = WatchdogBench {
+                image_dir,
+                rounds,
+                seconds,
+                connections,
+                trials,
+                soak_seconds,
+                work_dir,
+            };
+            let report = watchdog::run(&bench)?;
+            let machine = vigil_bench::machine_description();
+            let markdown = watchdog::markdown(&report, &command_line, &machine);
             write_report(&out, &markdown, &command_line, &machine, &report)
         }
     }

@@ -727,8 +727,27 @@ pub struct DomainStatus {
     pub state: &'static str,
     /// Whether its swtpm runs.
     pub vtpm_running: bool,
+    /// Why an exited guest stopped, as far as its console tells: the
+    /// watchdog's `halt` reaction names the violation there. `None` while
+    /// running.
+    pub exit_reason: Option<String>,
     /// The last lines of the guest's console.
     pub console_tail: Vec<String>,
+}
+
+/// The console line of the watchdog's `halt` reaction, up to the message.
+const WATCHDOG_HALT: &str = "vigil-watchdog: HALT: ";
+
+/// Why a guest with this console output stopped.
+fn exit_reason(console: &str) -> String {
+    match console
+        .lines()
+        .find_map(|line| line.split_once(WATCHDOG_HALT).map(|(_, message)| message))
+    {
+        Some(message) => format!("halted by the watchdog: {}", message.trim_end()),
+        None => "the guest stopped on its own or was stopped outside vigil-dom0; see console_tail"
+            .to_owned(),
+    }
 }
 
 /// The state of one domain.
@@ -751,6 +770,7 @@ pub fn status(state_root: &Path, name: &str) -> Result<DomainStatus> {
         .collect();
     Ok(DomainStatus {
         state: if running { "running" } else { "exited" },
+        exit_reason: (!running).then(|| exit_reason(&text)),
         vtpm_running: process_alive(record.swtpm_pid, &domain_dir),
         record,
         console_tail,

@@ -6,119 +6,12 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use vigil_build::seal::{SealOptions, seal};
-use vigil_core::v1::config::ServiceConfig;
-use vigil_core::v1::refblock::Reaction;
+use common::dom0::{Setup, stderr};
 
 const EXIT_REFUSED: i32 = 8;
 const EXIT_DOMAIN: i32 = 9;
-
-struct Setup {
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    /// Keys and a sealed bundle of the built image.
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("k.pem");
-        vigil_build::keys::generate(&key, &dir.path().join("k.pub")).unwrap();
-        vigil_build::keys::generate(&dir.path().join("other.pem"), &dir.path().join("other.pub"))
-            .unwrap();
-        seal(&SealOptions {
-            image_dir: common::image_dir(),
-            key,
-            out: dir.path().join("bundle"),
-            service_name: "vigil-service".into(),
-            service_version: "test".into(),
-            security_version: 3,
-            interval_ms: 1000,
-            reaction: Reaction::Log,
-            service: ServiceConfig::default(),
-        })
-        .unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `vigil-dom0 <args>` with this test's state directory.
-    fn dom0_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vigil-dom0"));
-        command
-            .args(args)
-            .env("VIGIL_STATE_DIR", self.path("state"));
-        command
-    }
-
-    fn dom0(&self, args: &[&str]) -> Output {
-        self.dom0_command(args).output().unwrap()
-    }
-
-    fn launch(&self, bundle: &str, trust: &str, name: &str, extra: &[&str]) -> Output {
-        self.launch_command(bundle, trust, name, extra)
-            .output()
-            .unwrap()
-    }
-
-    /// `vigil-dom0 launch` of a bundle in this test's directory, under TCG,
-    /// on any free port unless `extra` names one.
-    fn launch_command(&self, bundle: &str, trust: &str, name: &str, extra: &[&str]) -> Command {
-        let bundle = self.path(bundle).display().to_string();
-        let trust = self.path(trust).display().to_string();
-        let mut args = vec![
-            "launch", &bundle, "--trust", &trust, "--name", name, "--accel", "tcg",
-        ];
-        if !extra.contains(&"--port") {
-            args.extend(["--port", "0"]);
-        }
-        args.extend_from_slice(extra);
-        self.dom0_command(&args)
-    }
-
-    /// swtpm or QEMU processes started for this test's state directory.
-    fn processes(&self) -> usize {
-        let marker = self.path("state").display().to_string();
-        fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
-            })
-            .filter(|e| {
-                fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                    String::from_utf8_lossy(&c).contains(&marker)
-                        && fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
-                            !s.rsplit(')')
-                                .next()
-                                .unwrap_or("")
-                                .trim_start()
-                                .starts_with('Z')
-                        })
-                })
-            })
-            .count()
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        for name in ["t", "again"] {
-            let _ = self.dom0(&["stop", name]);
-        }
-    }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 fn tpm2_pcrread(socket: &Path, pcr: u8) -> String {
     let out = Command::new("tpm2_pcrread")

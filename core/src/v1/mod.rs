@@ -4,6 +4,8 @@
 //! - [`refblock`]: the reference block sealing writes into the image.
 //! - [`handover`]: the initrd trailer that carries the per-boot key to the
 //!   loader.
+//! - [`report`]: the runtime report the watchdog signs (signing and
+//!   verifying with feature `report`).
 //! - `events` (feature `digest`): the launch event list and PCR arithmetic.
 //! - `eventlog` (feature `eventlog`): the TCG crypto-agile event log.
 //! - `manifest` (feature `manifest`): the signed manifest.
@@ -20,3 +22,4 @@ pub mod handover;
 #[cfg(feature = "manifest")]
 pub mod manifest;
 pub mod refblock;
+pub mod report;

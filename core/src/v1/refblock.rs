@@ -167,6 +167,25 @@ impl RegionName {
         })
     }
 
+    /// Reads a name stored as [`NAME_BYTES`] bytes, zero-padded (the form
+    /// in reference blocks and reports). A non-zero byte after the padding
+    /// starts is [`RefBlockError::NonZero`] with its index in `raw`.
+    pub fn from_padded(raw: &[u8]) -> Result<Self, RefBlockError> {
+        let raw = raw.get(..NAME_BYTES).ok_or(RefBlockError::BadRegionName)?;
+        let len = raw.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
+        if let Some(i) = raw[len..].iter().position(|&b| b != 0) {
+            return Err(RefBlockError::NonZero(len + i));
+        }
+        core::str::from_utf8(&raw[..len])
+            .map_err(|_| RefBlockError::BadRegionName)
+            .and_then(Self::new)
+    }
+
+    /// The name as stored: [`NAME_BYTES`] bytes, zero-padded.
+    pub fn padded(&self) -> [u8; NAME_BYTES] {
+        self.bytes
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         // Only ASCII is ever stored (checked in `new`).
@@ -394,12 +413,13 @@ pub fn parse(bytes: &[u8]) -> Result<RefBlock, RefBlockError> {
                     zero(block, at..at + REGION_BYTES)?;
                     continue;
                 }
-                let raw = &block[at..at + NAME_BYTES];
-                let len = raw.iter().position(|&b| b == 0).unwrap_or(NAME_BYTES);
-                zero(block, at + len..at + NAME_BYTES)?;
-                let name = core::str::from_utf8(&raw[..len])
-                    .map_err(|_| RefBlockError::BadRegionName)
-                    .and_then(RegionName::new)?;
+                let name =
+                    RegionName::from_padded(&block[at..at + NAME_BYTES]).map_err(|error| {
+                        match error {
+                            RefBlockError::NonZero(i) => RefBlockError::NonZero(at + i),
+                            other => other,
+                        }
+                    })?;
                 let mut sha256 = [0u8; 32];
                 sha256.copy_from_slice(&block[at + 32..at + 64]);
                 *slot = Some(Region {

@@ -76,9 +76,8 @@ fuzz_target!(|data: &[u8]| {
     drain(&mut conn, &mut sent);
     assert!(conn.is_finished());
 
-    let responses = wire::parse_responses(&sent).unwrap_or_else(|problem| {
-        panic!("{problem} in {:?}", String::from_utf8_lossy(&sent))
-    });
+    let responses = wire::parse_responses(&sent)
+        .unwrap_or_else(|problem| panic!("{problem} in {:?}", String::from_utf8_lossy(&sent)));
     for response in &responses {
         assert!(
             STATUSES.contains(&response.status),

@@ -17,6 +17,7 @@
 //!   Hermit 0.11; see there).
 //! - [`json`]: the strict JSON validator that `PUT` bodies must pass.
 //! - [`reference`](mod@reference): the reference block sealing writes into the image.
+//! - [`watchdog`]: re-hashes the image's code and read-only data in memory.
 //!
 //! # Running
 //! ```no_run
@@ -47,6 +48,7 @@ pub mod json;
 pub mod log;
 pub mod reference;
 pub mod server;
+pub mod watchdog;
 
 /// Widens a numeric setting (`u32` in the configuration) for sizes and counts.
 fn setting(value: u32) -> usize {

@@ -8,9 +8,13 @@ use std::process;
 
 use vigil_core::v1::config::{LogLevel, ServiceConfig};
 use vigil_core::v1::refblock::RefBlock;
+use vigil_core::v1::report::ReportKey;
+use vigil_service::app::App;
+use vigil_service::app::integrity::Integrity;
 use vigil_service::log::Logger;
 use vigil_service::reference;
 use vigil_service::server::Server;
+use vigil_service::watchdog::{self, LiveMemory, Watchdog};
 
 /// Where the service listens: every address of the guest under Hermit; on
 /// other systems (the host build, for tests and benchmarks) loopback only.
@@ -48,9 +52,13 @@ fn main() {
             ),
         );
     }
-    log_reference_block(&log);
+    // Kept alive for the guest's whole life: dropping it stops the thread.
+    let watchdog = start_watchdog(&log);
+    let key = reference::report_seed().map(|seed| ReportKey::from_seed(&seed));
+    let integrity = Integrity::new(watchdog.as_ref().map(Watchdog::shared), key);
+    let app = App::with_integrity(config, integrity);
     let server = TcpListener::bind((LISTEN_ADDRESS, config.port))
-        .and_then(|listener| Server::new(listener, config));
+        .and_then(|listener| Server::with_app(listener, app));
     let server = match server {
         Ok(server) => server,
         Err(error) => {
@@ -68,26 +76,40 @@ fn main() {
     }
 }
 
-/// Says whether this image was sealed, and what the seal asks of it.
-fn log_reference_block(log: &Logger) {
-    match reference::read() {
-        Ok(RefBlock::Unsealed) => log.log(
-            LogLevel::Info,
-            format_args!("reference block: unsealed (this image was not sealed)"),
+/// Says whether this image was sealed and what the seal asks of it, and
+/// starts the watchdog if it was.
+fn start_watchdog(log: &Logger) -> Option<Watchdog> {
+    let sealed = match reference::read() {
+        Ok(RefBlock::Unsealed) => {
+            log.log(
+                LogLevel::Info,
+                format_args!("reference block: unsealed (this image was not sealed); no watchdog"),
+            );
+            return None;
+        }
+        Ok(RefBlock::Sealed(sealed)) => sealed,
+        Err(error) => {
+            // Sealing wrote the block and the image digest covers it: an
+            // unreadable block means the image is not what was sealed.
+            eprintln!("vigil-service: reference block unreadable: {error}");
+            process::exit(2);
+        }
+    };
+    let offset = reference::load_offset(sealed.link_vaddr);
+    log.log(
+        LogLevel::Info,
+        format_args!(
+            "reference block: sealed, {} regions, reaction {} every {} ms, load offset {offset:#x}",
+            sealed.regions().count(),
+            sealed.reaction,
+            sealed.interval_ms,
         ),
-        Ok(RefBlock::Sealed(sealed)) => log.log(
-            LogLevel::Info,
-            format_args!(
-                "reference block: sealed, {} regions, reaction {} every {} ms, load offset {:#x}",
-                sealed.regions().count(),
-                sealed.reaction,
-                sealed.interval_ms,
-                reference::load_offset(sealed.link_vaddr),
-            ),
-        ),
-        Err(error) => log.log(
-            LogLevel::Error,
-            format_args!("reference block unreadable: {error}"),
-        ),
+    );
+    match Watchdog::start(sealed, offset, LiveMemory, *log, watchdog::halt_guest()) {
+        Ok(watchdog) => Some(watchdog),
+        Err(error) => {
+            eprintln!("vigil-service: cannot start the watchdog: {error}");
+            process::exit(1);
+        }
     }
 }

@@ -37,6 +37,90 @@ pub struct Gauges {
     pub kv_bytes: usize,
 }
 
+/// The watchdog's numbers, sampled when the metrics are rendered (only for a
+/// sealed image, which has a watchdog).
+#[derive(Clone, Copy, Debug)]
+pub struct IntegrityGauges {
+    /// Checks finished.
+    pub checks: u64,
+    /// Checks that found a region changed.
+    pub violations: u64,
+    /// False from the first violation on (latched).
+    pub intact: bool,
+    /// Whether the `degrade` reaction has fired.
+    pub degraded: bool,
+    /// How long the latest check took.
+    pub last_duration: Option<Duration>,
+    /// Uptime at the end of the latest check.
+    pub last_ended: Option<Duration>,
+    /// Time spent hashing since start.
+    pub busy: Duration,
+    /// The sealed interval between checks.
+    pub interval: Duration,
+}
+
+impl IntegrityGauges {
+    /// Writes the watchdog's metric families.
+    fn render(&self, w: &mut impl io::Write) -> io::Result<()> {
+        let seconds = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
+        let samples: [(&str, &str, &str, &dyn Display); 8] = [
+            (
+                "vigil_integrity_checks_total",
+                "counter",
+                "Watchdog checks of the measured regions finished.",
+                &self.checks,
+            ),
+            (
+                "vigil_integrity_violations_total",
+                "counter",
+                "Watchdog checks that found a measured region changed.",
+                &self.violations,
+            ),
+            (
+                "vigil_integrity_intact",
+                "gauge",
+                "1 until the watchdog first finds a measured region changed, then 0 until reboot.",
+                &u8::from(self.intact),
+            ),
+            (
+                "vigil_integrity_degraded",
+                "gauge",
+                "1 once the degrade reaction has fired (503 until reboot).",
+                &u8::from(self.degraded),
+            ),
+            (
+                "vigil_integrity_last_check_duration_seconds",
+                "gauge",
+                "How long the latest watchdog check took (NaN before the first).",
+                &seconds(self.last_duration),
+            ),
+            (
+                "vigil_integrity_last_check_uptime_seconds",
+                "gauge",
+                "Uptime at the end of the latest watchdog check (NaN before the first).",
+                &seconds(self.last_ended),
+            ),
+            (
+                "vigil_integrity_busy_seconds_total",
+                "counter",
+                "Time the watchdog spent hashing.",
+                &self.busy.as_secs_f64(),
+            ),
+            (
+                "vigil_integrity_interval_seconds",
+                "gauge",
+                "The sealed interval between watchdog checks.",
+                &self.interval.as_secs_f64(),
+            ),
+        ];
+        for (name, kind, help, value) in samples {
+            family(w, name, kind, help)?;
+            writeln!(w, "{name} {value}")?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
     /// Counts a response.
     pub fn record_request(&mut self, route: Route, status: Status) {
@@ -86,7 +170,12 @@ impl Metrics {
     }
 
     /// Writes the Prometheus text exposition.
-    pub fn render(&self, gauges: &Gauges, w: &mut impl io::Write) -> io::Result<()> {
+    pub fn render(
+        &self,
+        gauges: &Gauges,
+        integrity: Option<&IntegrityGauges>,
+        w: &mut impl io::Write,
+    ) -> io::Result<()> {
         family(
             w,
             REQUESTS,
@@ -159,7 +248,10 @@ impl Metrics {
             family(w, name, kind, help)?;
             writeln!(w, "{name} {value}")?;
         }
-        Ok(())
+        match integrity {
+            Some(integrity) => integrity.render(w),
+            None => Ok(()),
+        }
     }
 }
 
@@ -180,7 +272,7 @@ mod tests {
             kv_bytes: 30,
         };
         let mut out = Vec::new();
-        metrics.render(&gauges, &mut out).unwrap();
+        metrics.render(&gauges, None, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 

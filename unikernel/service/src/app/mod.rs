@@ -1,6 +1,7 @@
 //! The service: routing, the key-value store, metrics and every response body.
 
 mod home;
+pub mod integrity;
 pub mod kv;
 pub mod metrics;
 mod route;
@@ -13,6 +14,7 @@ use std::time::Instant;
 use serde::{Serialize, Serializer};
 use vigil_core::v1::config::{LogLevel, ServiceConfig};
 
+use self::integrity::{Integrity, ReportRefusal};
 use self::kv::{ListQuery, Page};
 use self::metrics::{Gauges, Metrics};
 pub use self::route::Route;
@@ -42,15 +44,24 @@ pub struct App {
     log: Logger,
     store: Store,
     metrics: Metrics,
+    /// The watchdog's state and the report key.
+    integrity: Integrity,
     /// Reused buffer that bodies are rendered into.
     body: Vec<u8>,
     store_full_warnings: Throttle,
 }
 
 impl App {
-    /// A fresh service with an empty store.
+    /// A fresh service with an empty store, and no watchdog or report key
+    /// (an unsealed image).
     pub fn new(config: ServiceConfig) -> Self {
+        Self::with_integrity(config, Integrity::default())
+    }
+
+    /// A fresh service with an empty store that reports `integrity`.
+    pub fn with_integrity(config: ServiceConfig, integrity: Integrity) -> Self {
         Self {
+            integrity,
             started: Instant::now(),
             log: Logger::new(config.log_level),
             store: Store::new(setting(config.max_keys), setting(config.store_bytes)),
@@ -97,11 +108,30 @@ impl App {
             _ if !route.methods().contains(&request.method) => {
                 method_not_allowed(&mut self.body, route)
             }
+            _ if route.degrades() && self.integrity.degraded().is_some() => {
+                let violation = self.integrity.degraded();
+                let reason = violation.map(|v| v.to_string()).unwrap_or_default();
+                error(
+                    &mut self.body,
+                    Status::ServiceUnavailable,
+                    &format_args!("{reason}; the service is degraded until reboot"),
+                )
+            }
             Route::Home => self.home(),
             Route::Health => json(&mut self.body, Status::Ok, &StatusBody { status: "ok" }),
             Route::Metrics => self.metrics_page(),
             Route::Keys => self.list(query),
             Route::Key => self.entry(request.method, key, request.body),
+            Route::Integrity => json(&mut self.body, Status::Ok, &self.integrity.status()),
+            Route::Report => match self.integrity.report(query) {
+                Ok(report) => json(&mut self.body, Status::Ok, &report),
+                Err(ReportRefusal::BadQuery(message)) => {
+                    error(&mut self.body, Status::BadRequest, &message)
+                }
+                Err(ReportRefusal::Unavailable(message)) => {
+                    error(&mut self.body, Status::ServiceUnavailable, &message)
+                }
+            },
         };
         (route, response)
     }
@@ -126,9 +156,10 @@ impl App {
 
     fn metrics_page(&mut self) -> Response<'_> {
         let gauges = self.gauges();
+        let integrity = self.integrity.gauges();
         let metrics = &self.metrics;
         text(&mut self.body, metrics::CONTENT_TYPE, |w| {
-            metrics.render(&gauges, w)
+            metrics.render(&gauges, integrity.as_ref(), w)
         })
     }
 

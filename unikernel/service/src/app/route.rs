@@ -18,6 +18,10 @@ pub enum Route {
     Keys,
     /// `/v1/kv/{key}`: one entry.
     Key,
+    /// `/v1/integrity`: the watchdog's state.
+    Integrity,
+    /// `/v1/attestation/report`: a signed runtime report.
+    Report,
     /// Any other path, and requests refused before routing.
     Other,
 }
@@ -30,12 +34,14 @@ const KEY_PREFIX: &[u8] = b"/v1/kv/";
 
 impl Route {
     /// All routes, in the order of [`index`](Self::index).
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Home,
         Self::Health,
         Self::Metrics,
         Self::Keys,
         Self::Key,
+        Self::Integrity,
+        Self::Report,
         Self::Other,
     ];
 
@@ -52,8 +58,17 @@ impl Route {
             Self::Metrics => "/metrics",
             Self::Keys => "/v1/kv",
             Self::Key => "/v1/kv/{key}",
+            Self::Integrity => "/v1/integrity",
+            Self::Report => "/v1/attestation/report",
             Self::Other => "other",
         }
+    }
+
+    /// Whether the route serves the business (or says the service is
+    /// healthy): these answer 503 once the watchdog's `degrade` reaction has
+    /// fired. The operator's and verifier's routes keep answering.
+    pub const fn degrades(self) -> bool {
+        matches!(self, Self::Home | Self::Health | Self::Keys | Self::Key)
     }
 
     /// The methods the route answers (listed in `Allow` on a 405).
@@ -61,7 +76,12 @@ impl Route {
         match self {
             Self::Key => READ_WRITE,
             Self::Other => &[],
-            Self::Home | Self::Health | Self::Metrics | Self::Keys => READ_ONLY,
+            Self::Home
+            | Self::Health
+            | Self::Metrics
+            | Self::Keys
+            | Self::Integrity
+            | Self::Report => READ_ONLY,
         }
     }
 
@@ -95,6 +115,9 @@ mod tests {
             ("/v1/kv/", Route::Key, ""),
             ("/v1/kv/a/b", Route::Key, "a/b"),
             ("/v1/kv/{key}", Route::Key, "{key}"),
+            ("/v1/integrity", Route::Integrity, ""),
+            ("/v1/attestation/report", Route::Report, ""),
+            ("/v1/attestation", Route::Other, ""),
             ("/healthz/", Route::Other, ""),
             ("/HEALTHZ", Route::Other, ""),
             ("/v1", Route::Other, ""),

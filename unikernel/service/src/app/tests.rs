@@ -485,3 +485,213 @@ fn answers_100_continue_for_puts() {
     let responses = client.send(b"true");
     assert_json(&responses[0], 201, r#"{"status":"created"}"#);
 }
+
+mod integrity {
+    use vigil_core::v1::refblock::Reaction;
+    use vigil_core::v1::report::{self, ReportKey, Verdict};
+
+    use super::*;
+    use crate::app::integrity::Integrity;
+    use crate::watchdog::Watchdog;
+    use crate::watchdog::tests::{image, never_halt, start, wait_for, with_reaction};
+
+    const NONCE: &str = "00112233445566778899aabbccddeeff";
+
+    fn client(
+        reaction: Reaction,
+        key: Option<ReportKey>,
+    ) -> (Client, Watchdog, crate::watchdog::tests::TestMemory) {
+        let (memory, sealed) = image();
+        let watchdog = start(with_reaction(sealed, reaction), &memory, never_halt());
+        wait_for(&watchdog.shared(), "a first check", |s| s.checks >= 1);
+        let integrity = Integrity::new(Some(watchdog.shared()), key);
+        let client = Client::with(App::with_integrity(ServiceConfig::default(), integrity));
+        (client, watchdog, memory)
+    }
+
+    fn json(response: &Parsed) -> serde_json::Value {
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        serde_json::from_slice(&response.body).unwrap()
+    }
+
+    fn hex(text: &serde_json::Value) -> Vec<u8> {
+        let text = text.as_str().unwrap();
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_unsealed_service_says_so() {
+        let mut client = Client::new();
+        let status = client.get("/v1/integrity");
+        assert_eq!(status.status, 200);
+        assert_eq!(
+            json(&status),
+            serde_json::json!({"state": "unsealed", "report_key": false})
+        );
+        assert_error(
+            &client.get(&format!("/v1/attestation/report?nonce={NONCE}")),
+            503,
+        );
+        assert!(!client.metrics().contains("vigil_integrity"));
+    }
+
+    #[test]
+    fn status_shows_policy_checks_and_every_region() {
+        let (mut client, watchdog, _memory) = client(Reaction::Degrade, None);
+        let body = json(&client.get("/v1/integrity"));
+        assert_eq!(body["state"], "intact");
+        assert_eq!(body["policy"], "degrade");
+        assert_eq!(body["interval_ms"], 20);
+        assert_eq!(body["degraded"], false);
+        assert_eq!(body["report_key"], false);
+        assert_eq!(body["load_offset"], "0x200000");
+        assert!(body["checks"].as_u64().unwrap() >= 1);
+        assert!(body["first_violation"].is_null());
+        assert!(body["last_check"]["duration_us"].is_u64());
+        assert_eq!(body["last_check"]["intact"], true);
+        let regions = body["regions"].as_array().unwrap();
+        let shared = watchdog.shared();
+        assert_eq!(regions.len(), 2);
+        for (region, watched) in regions.iter().zip(shared.regions()) {
+            assert_eq!(region["name"], watched.sealed.name.as_str());
+            assert_eq!(region["address"], format!("{:#x}", watched.address));
+            assert_eq!(region["length"], watched.sealed.len);
+            assert_eq!(hex(&region["expected"]), watched.sealed.sha256);
+            assert_eq!(region["actual"], region["expected"]);
+            assert_eq!(region["matches"], true);
+        }
+        let metrics = client.metrics();
+        assert!(
+            metrics.contains("\nvigil_integrity_intact 1\n"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("\nvigil_integrity_interval_seconds 0.02\n"));
+    }
+
+    #[test]
+    fn degrade_answers_503_on_business_routes_only() {
+        let (mut client, watchdog, memory) = client(Reaction::Degrade, None);
+        client.put("/v1/kv/k", "1");
+        memory.flip(7);
+        wait_for(&watchdog.shared(), "the violation", |s| s.violations > 0);
+        for path in ["/", "/healthz", "/v1/kv", "/v1/kv/k"] {
+            let response = client.get(path);
+            assert_error(&response, 503);
+            assert!(
+                response.text().contains("region `code`"),
+                "{path}: {}",
+                response.text()
+            );
+            assert!(response.text().contains("degraded until reboot"));
+        }
+        assert_eq!(client.get("/metrics").status, 200);
+        let body = json(&client.get("/v1/integrity"));
+        assert_eq!(body["state"], "violated");
+        assert_eq!(body["degraded"], true);
+        assert_eq!(body["first_violation"]["region"], "code");
+        assert_eq!(body["regions"][0]["matches"], false);
+        assert_eq!(body["regions"][1]["matches"], true);
+        let metrics = client.metrics();
+        assert!(metrics.contains("\nvigil_integrity_intact 0\n"));
+        assert!(metrics.contains("\nvigil_integrity_degraded 1\n"));
+        assert!(!metrics.contains("\nvigil_integrity_violations_total 0\n"));
+    }
+
+    #[test]
+    fn log_keeps_serving() {
+        let (mut client, watchdog, memory) = client(Reaction::Log, None);
+        memory.flip(7);
+        wait_for(&watchdog.shared(), "the violation", |s| s.violations > 0);
+        assert_json(&client.get("/healthz"), 200, r#"{"status":"ok"}"#);
+        assert_eq!(json(&client.get("/v1/integrity"))["state"], "violated");
+    }
+
+    #[test]
+    fn reports_are_signed_by_the_boot_key_and_carry_the_nonce() {
+        let key = ReportKey::from_seed(&[42; 32]);
+        let public = key.public_key();
+        let (mut client, watchdog, memory) = client(Reaction::Log, Some(key));
+        let response = client.get(&format!("/v1/attestation/report?nonce={NONCE}"));
+        assert_eq!(response.status, 200, "{}", response.text());
+        let body = json(&response);
+        assert_eq!(body["format"], "vigil.report.v1");
+        assert_eq!(hex(&body["public_key"]), public);
+        let bytes = hex(&body["report"]);
+        let signature: [u8; 64] = hex(&body["signature"]).try_into().unwrap();
+        let report = report::verify(&public, &bytes, &signature).unwrap();
+        assert_eq!(report.nonce.as_bytes(), hex(&serde_json::json!(NONCE)));
+        assert_eq!(report.verdict, Verdict::Intact);
+        assert_eq!(report.boot_id, report::boot_id(&public));
+        assert_eq!(body["verdict"], "intact");
+        assert_eq!(body["checks"], report.checks);
+        let sealed: Vec<[u8; 32]> = watchdog
+            .shared()
+            .regions()
+            .map(|w| w.sealed.sha256)
+            .collect();
+        let reported: Vec<[u8; 32]> = report.regions().map(|r| r.sha256).collect();
+        assert_eq!(reported, sealed);
+
+        memory.flip(3);
+        wait_for(&watchdog.shared(), "the violation", |s| s.violations > 0);
+        let body = json(&client.get(&format!("/v1/attestation/report?nonce={}", "ab".repeat(32))));
+        let bytes = hex(&body["report"]);
+        let signature: [u8; 64] = hex(&body["signature"]).try_into().unwrap();
+        let report = report::verify(&public, &bytes, &signature).unwrap();
+        assert_eq!(report.verdict, Verdict::Violated);
+        assert!(report.first_violation_ms.is_some());
+        assert_ne!(report.regions().next().unwrap().sha256, sealed[0]);
+        assert_eq!(report.nonce.as_bytes(), [0xab; 32]);
+    }
+
+    #[test]
+    fn bad_nonces_get_400() {
+        let (mut client, _watchdog, _memory) =
+            client(Reaction::Log, Some(ReportKey::from_seed(&[1; 32])));
+        for query in [
+            "",
+            "?",
+            "?nonce=",
+            "?nonce=00",
+            &format!("?nonce={}", "00".repeat(15)),
+            &format!("?nonce={}", "00".repeat(33)),
+            &format!("?nonce={}0", NONCE),
+            &format!("?nonce={}", "zz".repeat(16)),
+            &format!("?nonce={NONCE}&nonce={NONCE}"),
+            &format!("?nonce={NONCE}&x=1"),
+            "?other=1",
+        ] {
+            let response = client.get(&format!("/v1/attestation/report{query}"));
+            assert_error(&response, 400);
+        }
+        let missing = client.get("/v1/attestation/report");
+        assert!(
+            missing.text().contains("missing nonce"),
+            "{}",
+            missing.text()
+        );
+        assert_eq!(
+            client
+                .get(&format!("/v1/attestation/report?nonce={NONCE}"))
+                .status,
+            200
+        );
+        assert_eq!(
+            client
+                .get(&format!("/v1/attestation/report?nonce={NONCE}&"))
+                .status,
+            200
+        );
+    }
+
+    #[test]
+    fn without_a_boot_key_there_is_no_report() {
+        let (mut client, _watchdog, _memory) = client(Reaction::Log, None);
+        let response = client.get(&format!("/v1/attestation/report?nonce={NONCE}"));
+        assert_error(&response, 503);
+        assert!(response.text().contains("measured launch"));
+    }
+}

@@ -135,6 +135,13 @@ impl Server {
     /// 128 is the one to have on Hermit, which allocates the buffers of every
     /// backlog slot up front.
     pub fn new(listener: std::net::TcpListener, config: ServiceConfig) -> io::Result<Self> {
+        Self::with_app(listener, App::new(config))
+    }
+
+    /// A server like [`Server::new`]'s that serves `app` (a service that
+    /// reports its watchdog's state, in the image).
+    pub fn with_app(listener: std::net::TcpListener, app: App) -> io::Result<Self> {
+        let config = *app.config();
         listener.set_nonblocking(true)?;
         let mut readiness = TcpListener::from_std(listener.try_clone()?);
         let poll = Poll::new()?;
@@ -147,7 +154,6 @@ impl Server {
             false,
             Persistence::Close,
         );
-        let app = App::new(config);
         Ok(Self {
             poll,
             listener,

@@ -1,0 +1,478 @@
+//! The watchdog's cost and speed, in one run on one built image:
+//!
+//! - throughput: `wrk` against the image sealed with the default interval
+//!   (1 s) beside the same image sealed with a one-hour interval (one check
+//!   half a second after start, then none: the watchdog disabled in effect),
+//!   both measured launches, both running; the one not measured is paused
+//!   through QMP so that it costs nothing; rounds alternate ABBA;
+//! - time per full scan, from the guest's own `/v1/integrity`, idle and
+//!   under load;
+//! - no false positive: optionally, minutes of load with no tampering, then
+//!   zero violations;
+//! - detection latency: trials that each flip one byte of code or read-only
+//!   data from outside ([`vigil_bench::tamper`]) at a different phase of the
+//!   interval, and time until `/v1/integrity` counts the violation; the byte
+//!   is restored before the next trial.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Serialize;
+use vigil_bench::stats::{self, load_average, median};
+use vigil_bench::tamper;
+use vigil_bench::wrk::{self, Load, LoadResult};
+use vigil_build::seal::{SealOptions, seal};
+use vigil_core::v1::config::ServiceConfig;
+use vigil_core::v1::refblock::Reaction;
+use vigil_dom0::accel::AccelChoice;
+use vigil_dom0::launch::{self, DomainRecord, LaunchOptions};
+use vigil_dom0::qmp::Qmp;
+
+/// The default interval (what `vigil-build seal` writes without options).
+const INTERVAL_MS: u32 = 1000;
+/// The "disabled" side's interval: one hour.
+const OFF_INTERVAL_MS: u32 = 3_600_000;
+
+/// What to run.
+#[derive(Debug)]
+pub struct WatchdogBench {
+    /// The directory `vigil-build build` wrote.
+    pub image_dir: PathBuf,
+    /// Throughput rounds (each measures both sides once).
+    pub rounds: usize,
+    /// Seconds per wrk run.
+    pub seconds: u32,
+    /// wrk connections.
+    pub connections: u32,
+    /// Tampering trials.
+    pub trials: usize,
+    /// Seconds of load for the no-false-positive run (0: skip).
+    pub soak_seconds: u32,
+    /// Where the temporary directory is made.
+    pub work_dir: PathBuf,
+}
+
+/// The numbers.
+#[derive(Debug, Serialize)]
+pub struct WatchdogReport {
+    /// The sealed interval of the measured side.
+    pub interval_ms: u32,
+    /// Bytes the watchdog hashes per check.
+    pub region_bytes: u64,
+    /// Throughput with the watchdog at the default interval.
+    pub on: Vec<LoadResult>,
+    /// Throughput with the watchdog disabled (one-hour interval).
+    pub off: Vec<LoadResult>,
+    /// Median requests/s on ÷ off.
+    pub ratio: f64,
+    /// Time per full check (ms), idle, one per check.
+    pub scan_idle_ms: Vec<f64>,
+    /// Time per full check (ms) at the end of each loaded round.
+    pub scan_loaded_ms: Vec<f64>,
+    /// The no-false-positive run, if made.
+    pub soak: Option<Soak>,
+    /// Detection latencies (ms from the write to the violation being
+    /// visible in `/v1/integrity`), one per trial.
+    pub detection_ms: Vec<f64>,
+    /// Which region each trial changed.
+    pub detection_regions: Vec<&'static str>,
+    /// Load average before and after.
+    pub load_average: (String, String),
+}
+
+/// A long run of load without tampering.
+#[derive(Debug, Serialize)]
+pub struct Soak {
+    /// Seconds of load.
+    pub seconds: u32,
+    /// What wrk saw.
+    pub load: LoadResult,
+    /// Checks the watchdog finished meanwhile.
+    pub checks: u64,
+    /// Checks that found a change (must be 0).
+    pub violations: u64,
+}
+
+/// A launched domain of the benchmark; stopped and purged when dropped.
+struct Domain {
+    state_root: PathBuf,
+    record: DomainRecord,
+}
+
+impl Domain {
+    fn qmp(&self) -> Result<Qmp> {
+        Ok(Qmp::connect(
+            &self.state_root.join(&self.record.name).join("qmp.sock"),
+            Duration::from_secs(5),
+        )?)
+    }
+
+    fn pause(&self) -> Result<()> {
+        self.qmp()?.execute("stop")?;
+        Ok(())
+    }
+
+    fn resume(&self) -> Result<()> {
+        self.qmp()?.execute("cont")?;
+        Ok(())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.record.url.trim_end_matches('/'), path)
+    }
+
+    /// `/v1/integrity`, through curl (installed by scripts/install-deps).
+    fn integrity(&self) -> Result<serde_json::Value> {
+        let output = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", &self.url("/v1/integrity")])
+            .output()
+            .context("running curl")?;
+        ensure!(
+            output.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(serde_json::from_slice(&output.stdout)?)
+    }
+
+    fn counter(&self, key: &str) -> Result<u64> {
+        self.integrity()?[key]
+            .as_u64()
+            .with_context(|| format!("/v1/integrity has no {key}"))
+    }
+
+    fn last_check(&self) -> Result<(u64, f64, bool)> {
+        let status = self.integrity()?;
+        let last = &status["last_check"];
+        Ok((
+            last["number"].as_u64().unwrap_or(0),
+            last["duration_us"].as_f64().unwrap_or(f64::NAN) / 1000.0,
+            last["intact"].as_bool().unwrap_or(false),
+        ))
+    }
+
+    fn qmp_socket(&self) -> PathBuf {
+        self.state_root.join(&self.record.name).join("qmp.sock")
+    }
+}
+
+impl Drop for Domain {
+    fn drop(&mut self) {
+        if let Err(err) = launch::stop(&self.state_root, &self.record.name, true) {
+            eprintln!("vigil-bench: stopping {}: {err}", self.record.name);
+        }
+    }
+}
+
+fn sealed(work: &Path, image_dir: &Path, name: &str, interval_ms: u32) -> Result<PathBuf> {
+    let out = work.join(name);
+    seal(&SealOptions {
+        image_dir: image_dir.to_owned(),
+        key: work.join("signing.pem"),
+        out: out.clone(),
+        service_name: "vigil-service".into(),
+        service_version: env!("CARGO_PKG_VERSION").into(),
+        security_version: 1,
+        interval_ms,
+        reaction: Reaction::Log,
+        service: ServiceConfig::default(),
+    })?;
+    Ok(out)
+}
+
+fn launched(work: &Path, bundle: &Path, name: &str) -> Result<Domain> {
+    let state_root = work.join("state");
+    let record = launch::launch(
+        &LaunchOptions {
+            bundle: bundle.to_owned(),
+            trust: work.join("signing.pub.pem"),
+            min_version: 0,
+            name: name.into(),
+            state_root: state_root.clone(),
+            host_port: 0,
+            accel: AccelChoice::Tcg,
+            memory_mib: 512,
+            cpus: 1,
+            boot_timeout: Duration::from_secs(60),
+            backend: launch::Backend::Qemu,
+        },
+        &AtomicBool::new(false),
+    )
+    .with_context(|| format!("launching {name}"))?;
+    Ok(Domain { state_root, record })
+}
+
+/// Runs the whole benchmark.
+pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
+    ensure!(bench.rounds > 0, "--rounds must be at least 1");
+    let load_average_start = load_average();
+    fs::create_dir_all(&bench.work_dir)?;
+    let dir = tempfile::Builder::new()
+        .prefix("vigil-bench-watchdog-")
+        .tempdir_in(&bench.work_dir)?;
+    let work = dir.path().canonicalize()?;
+    vigil_build::keys::generate(&work.join("signing.pem"), &work.join("signing.pub.pem"))?;
+    let on_bundle = sealed(&work, &bench.image_dir, "on", INTERVAL_MS)?;
+    let off_bundle = sealed(&work, &bench.image_dir, "off", OFF_INTERVAL_MS)?;
+    let on = launched(&work, &on_bundle, "watchdog-on")?;
+    let off = launched(&work, &off_bundle, "watchdog-off")?;
+    let region_bytes = on.integrity()?["regions"]
+        .as_array()
+        .context("no regions")?
+        .iter()
+        .filter_map(|r| r["length"].as_u64())
+        .sum();
+
+    // Time per scan, idle: one sample per check.
+    off.pause()?;
+    let mut scan_idle_ms = Vec::new();
+    let mut seen = 0;
+    let until = Instant::now() + Duration::from_secs(12);
+    while scan_idle_ms.len() < 10 && Instant::now() < until {
+        let (number, ms, _) = on.last_check()?;
+        if number > seen && number > 1 {
+            scan_idle_ms.push(ms);
+        }
+        seen = seen.max(number);
+        thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "vigil-bench: idle scan median {:.1} ms over {} checks",
+        median(&scan_idle_ms),
+        scan_idle_ms.len()
+    );
+
+    // Throughput, ABBA, the other side paused.
+    let load = Load {
+        threads: 2.min(bench.connections),
+        connections: bench.connections,
+        seconds: bench.seconds,
+    };
+    on.pause()?;
+    let (mut on_runs, mut off_runs, mut scan_loaded_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..bench.rounds {
+        let order: [bool; 2] = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for watchdog in order {
+            let domain = if watchdog { &on } else { &off };
+            domain.resume()?;
+            thread::sleep(Duration::from_secs(1));
+            let result = wrk::run(&domain.url("/healthz"), &load)?;
+            eprintln!(
+                "vigil-bench: round {} watchdog {}: {:.0} req/s",
+                round + 1,
+                if watchdog { "on " } else { "off" },
+                result.requests_per_second
+            );
+            if watchdog {
+                scan_loaded_ms.push(on.last_check()?.1);
+                on_runs.push(result);
+            } else {
+                off_runs.push(result);
+            }
+            domain.pause()?;
+        }
+    }
+    let rate = |runs: &[LoadResult]| {
+        median(
+            &runs
+                .iter()
+                .map(|r| r.requests_per_second)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let ratio = rate(&on_runs) / rate(&off_runs);
+    drop(off);
+    on.resume()?;
+
+    // No false positive: load, no tampering, zero violations.
+    let soak = if bench.soak_seconds > 0 {
+        let before = on.counter("checks")?;
+        eprintln!(
+            "vigil-bench: {} s of load, no tampering",
+            bench.soak_seconds
+        );
+        let result = wrk::run(
+            &on.url("/healthz"),
+            &Load {
+                seconds: bench.soak_seconds,
+                ..load.clone()
+            },
+        )?;
+        let status = on.integrity()?;
+        let soak = Soak {
+            seconds: bench.soak_seconds,
+            load: result,
+            checks: status["checks"].as_u64().unwrap_or(0) - before,
+            violations: status["violations"].as_u64().unwrap_or(u64::MAX),
+        };
+        if soak.violations != 0 {
+            bail!("false positive: {status}");
+        }
+        Some(soak)
+    } else {
+        None
+    };
+
+    // Detection latency.
+    let bundle = &on_bundle;
+    let offset = u64::from_str_radix(
+        on.integrity()?["load_offset"]
+            .as_str()
+            .context("no load offset")?
+            .trim_start_matches("0x"),
+        16,
+    )?;
+    let targets = [
+        ("code", tamper::cold_code(bundle)? + offset),
+        ("rodata", tamper::cold_rodata(bundle)? + offset),
+    ];
+    let (mut detection_ms, mut detection_regions) = (Vec::new(), Vec::new());
+    for trial in 0..bench.trials {
+        // A different phase of the interval each time (golden-ratio steps).
+        let phase = (trial as f64 * 0.618_034).fract();
+        thread::sleep(Duration::from_secs_f64(
+            phase * f64::from(INTERVAL_MS) / 1000.0,
+        ));
+        let (region, address) = targets[trial % 2];
+        let before = on.counter("violations")?;
+        let (_, written) = tamper::flip_byte(&on.qmp_socket(), address)?;
+        let latency = loop {
+            if on.counter("violations")? > before {
+                break written.elapsed();
+            }
+            ensure!(
+                written.elapsed() < Duration::from_secs(30),
+                "trial {trial}: no violation found in 30 s"
+            );
+            thread::sleep(Duration::from_millis(5));
+        };
+        tamper::flip_byte(&on.qmp_socket(), address)?;
+        let restored = Instant::now();
+        while !on.last_check()?.2 {
+            ensure!(
+                restored.elapsed() < Duration::from_secs(30),
+                "trial {trial}: the restored byte was not seen"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let ms = latency.as_secs_f64() * 1000.0;
+        eprintln!(
+            "vigil-bench: trial {}: {region} found after {ms:.0} ms",
+            trial + 1
+        );
+        detection_ms.push(ms);
+        detection_regions.push(region);
+    }
+    drop(on);
+    Ok(WatchdogReport {
+        interval_ms: INTERVAL_MS,
+        region_bytes,
+        ratio,
+        on: on_runs,
+        off: off_runs,
+        scan_idle_ms,
+        scan_loaded_ms,
+        soak,
+        detection_ms,
+        detection_regions,
+        load_average: (load_average_start, load_average()),
+    })
+}
+
+/// The Markdown report.
+pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String {
+    let rates =
+        |runs: &[LoadResult]| -> Vec<f64> { runs.iter().map(|r| r.requests_per_second).collect() };
+    let (on, off) = (rates(&report.on), rates(&report.off));
+    let list = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| format!("{v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let scan = median(&report.scan_idle_ms);
+    let mut out = format!(
+        "# Watchdog: cost and detection latency\n\n\
+         Command: `{command}`\n\n{machine}\n\
+         Load average: {} at the start, {} at the end.\n\n\
+         The image's measured regions are {} bytes (code and read-only data), \
+         hashed with SHA-256 every {} ms (the default). Both sides are measured \
+         launches of the same built image; \"off\" is sealed with a one-hour \
+         interval (one check 0.5 s after start, then none). The side not being \
+         measured is paused (QMP `stop`); rounds alternate ABBA.\n\n\
+         ## Throughput (wrk, /healthz)\n\n\
+         | | requests/s (median) | runs |\n|---|---:|---|\n\
+         | watchdog every {} ms | {:.0} | {} |\n\
+         | watchdog off | {:.0} | {} |\n\n\
+         **Ratio on/off: {:.3}** ({:+.1} %; target: loss < 1 %).\n\n\
+         ## Time per full scan\n\n\
+         Idle: median {scan:.1} ms (min {:.1}, max {:.1}, {} checks) = {:.0} MB/s, \
+         {:.1} % of the guest's one vCPU at this interval. Under load (wall time of \
+         a check, which yields to requests between 64 KiB slices): median {:.1} ms.\n\n",
+        report.load_average.0,
+        report.load_average.1,
+        report.region_bytes,
+        report.interval_ms,
+        report.interval_ms,
+        median(&on),
+        list(&on),
+        median(&off),
+        list(&off),
+        report.ratio,
+        (report.ratio - 1.0) * 100.0,
+        stats::min(&report.scan_idle_ms),
+        stats::max(&report.scan_idle_ms),
+        report.scan_idle_ms.len(),
+        report.region_bytes as f64 / 1e6 / (scan / 1000.0),
+        scan / f64::from(report.interval_ms) * 100.0,
+        median(&report.scan_loaded_ms),
+    );
+    if let Some(soak) = &report.soak {
+        out += &format!(
+            "## No false positive\n\n{} s of load ({} requests, {:.0} req/s, {} errors), \
+             no tampering: {} checks, **{} violations**.\n\n",
+            soak.seconds,
+            soak.load.requests,
+            soak.load.requests_per_second,
+            soak.load.errors,
+            soak.checks,
+            soak.violations
+        );
+    }
+    if !report.detection_ms.is_empty() {
+        let mut sorted = report.detection_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let p95 = sorted[((sorted.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)];
+        let within = sorted
+            .iter()
+            .filter(|&&ms| ms <= 2.0 * f64::from(report.interval_ms))
+            .count();
+        out += &format!(
+            "## Detection latency\n\n{} trials, alternately one byte of code and one of \
+             read-only data flipped through QEMU's gdbstub at different phases of the \
+             interval; time from gdb's write to the violation showing in `/v1/integrity` \
+             (polled every 5 ms).\n\n\
+             min {:.0} ms, median {:.0} ms, p95 {:.0} ms, max {:.0} ms; \
+             **{within} of {} within two intervals** ({} ms).\n\n\
+             All (ms): {}\n",
+            sorted.len(),
+            stats::min(&sorted),
+            median(&sorted),
+            p95,
+            stats::max(&sorted),
+            sorted.len(),
+            2 * report.interval_ms,
+            list(&report.detection_ms),
+        );
+    }
+    out
+}

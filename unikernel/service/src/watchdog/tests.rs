@@ -1,0 +1,215 @@
+//! The watchdog over a test memory that the tests change at will.
+
+use std::sync::RwLock;
+use std::sync::mpsc;
+
+use vigil_core::v1::config::LogLevel;
+use vigil_core::v1::refblock::{Region, RegionName, Sealed};
+
+use super::*;
+
+/// Where the test image is "linked".
+const LINK_BASE: u64 = 0x10_0000;
+/// How far it was "loaded" from there.
+const OFFSET: u64 = 0x20_0000;
+
+/// Memory holding an image at `LINK_BASE + OFFSET`.
+#[derive(Clone)]
+pub(crate) struct TestMemory(Arc<RwLock<Vec<u8>>>);
+
+impl Memory for TestMemory {
+    fn hash(&self, address: u64, len: usize, hasher: &mut Sha256) {
+        let bytes = self.0.read().unwrap();
+        let at = usize::try_from(address - LINK_BASE - OFFSET).unwrap();
+        hasher.update(&bytes[at..at + len]);
+    }
+}
+
+impl TestMemory {
+    pub(crate) fn flip(&self, at: usize) {
+        self.0.write().unwrap()[at] ^= 0x01;
+    }
+}
+
+/// An image of two regions: "code" (200 KiB and a bit) then "rodata".
+const CODE_LEN: usize = 200 * 1024 + 123;
+
+pub(crate) fn image() -> (TestMemory, Sealed) {
+    let code_len = CODE_LEN;
+    let bytes: Vec<u8> = (0..code_len + 4096).map(|i| (i * 7 % 251) as u8).collect();
+    let region = |name: &str, at: usize, len: usize| Region {
+        name: RegionName::new(name).unwrap(),
+        vaddr: LINK_BASE + at as u64,
+        len: len as u64,
+        sha256: Sha256::digest(&bytes[at..at + len]).into(),
+    };
+    let regions = [
+        region("code", 0, code_len),
+        region("rodata", code_len, 4096),
+    ];
+    (
+        TestMemory(Arc::new(RwLock::new(bytes))),
+        Sealed::new(LINK_BASE, Reaction::Log, 20, &regions).unwrap(),
+    )
+}
+
+pub(crate) fn with_reaction(sealed: Sealed, reaction: Reaction) -> Sealed {
+    let regions: Vec<Region> = sealed.regions().copied().collect();
+    Sealed::new(sealed.link_vaddr, reaction, sealed.interval_ms, &regions).unwrap()
+}
+
+pub(crate) fn start(sealed: Sealed, memory: &TestMemory, halt: Halt) -> Watchdog {
+    let log = Logger::new(LogLevel::Error);
+    Watchdog::start(sealed, OFFSET, memory.clone(), log, halt).unwrap()
+}
+
+pub(crate) fn never_halt() -> Halt {
+    Box::new(|message| panic!("halted: {message}"))
+}
+
+/// Waits (up to 10 s) until `done` holds for the state.
+pub(crate) fn wait_for(shared: &Shared, what: &str, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = shared.snapshot();
+        if done(&snapshot) {
+            return snapshot;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {snapshot:?}"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn an_untouched_image_stays_intact() {
+    let (memory, sealed) = image();
+    let watchdog = start(sealed, &memory, never_halt());
+    let shared = watchdog.shared();
+    assert_eq!(shared.load_offset(), OFFSET);
+    let addresses: Vec<u64> = shared.regions().map(|w| w.address).collect();
+    assert_eq!(
+        addresses,
+        [LINK_BASE + OFFSET, LINK_BASE + OFFSET + CODE_LEN as u64]
+    );
+    let snapshot = wait_for(&shared, "3 checks", |s| s.checks >= 3);
+    assert_eq!(snapshot.violations, 0);
+    assert_eq!(snapshot.first_violation, None);
+    assert_eq!(snapshot.verdict(), Verdict::Intact);
+    let last = snapshot.last.unwrap();
+    assert!(last.intact);
+    for (i, region) in sealed.regions().enumerate() {
+        assert_eq!(last.actual[i], region.sha256, "{:?}", region.name);
+    }
+    let digests = shared.report_regions(&snapshot);
+    assert_eq!(digests.len(), 2);
+    assert_eq!(digests[1].sha256, sealed.regions().nth(1).unwrap().sha256);
+    assert!(!shared.degraded());
+}
+
+#[test]
+fn pending_until_the_first_check() {
+    let (memory, sealed) = image();
+    // An hour's interval: the first check runs after FIRST_CHECK_AFTER,
+    // then none for long.
+    let regions: Vec<Region> = sealed.regions().copied().collect();
+    let slow = Sealed::new(LINK_BASE, Reaction::Log, 3_600_000, &regions).unwrap();
+    let watchdog = start(slow, &memory, never_halt());
+    let shared = watchdog.shared();
+    let early = shared.snapshot();
+    if shared.uptime() < FIRST_CHECK_AFTER {
+        assert_eq!(early.checks, 0);
+    }
+    if early.checks == 0 {
+        assert_eq!(early.verdict(), Verdict::Pending);
+        assert_eq!(shared.report_regions(&early)[0].sha256, [0; 32]);
+    }
+    let snapshot = wait_for(&shared, "the first check", |s| s.checks == 1);
+    assert!(shared.uptime() >= FIRST_CHECK_AFTER);
+    assert_eq!(snapshot.verdict(), Verdict::Intact);
+}
+
+#[test]
+fn a_changed_byte_anywhere_is_found_and_the_verdict_stays_violated() {
+    for at in [0, 1, CODE_LEN / 2, CODE_LEN - 1] {
+        let (memory, sealed) = image();
+        let watchdog = start(sealed, &memory, never_halt());
+        let shared = watchdog.shared();
+        wait_for(&shared, "a first check", |s| s.checks >= 1);
+        memory.flip(at);
+        let found = wait_for(&shared, "the violation", |s| s.violations > 0);
+        let violation = found.first_violation.unwrap();
+        assert_eq!(violation.region.as_str(), "code", "byte {at}");
+        assert!(!found.last.unwrap().intact);
+        assert_eq!(found.verdict(), Verdict::Violated);
+        assert!(!shared.degraded(), "log only records");
+
+        memory.flip(at);
+        let restored = wait_for(&shared, "an intact check", |s| {
+            s.last.is_some_and(|c| c.intact)
+        });
+        assert_eq!(restored.verdict(), Verdict::Violated, "latched");
+        assert_eq!(restored.first_violation, Some(violation));
+    }
+}
+
+#[test]
+fn read_only_data_is_watched_too() {
+    let (memory, sealed) = image();
+    let watchdog = start(sealed, &memory, never_halt());
+    let shared = watchdog.shared();
+    memory.flip(CODE_LEN + 4095);
+    let found = wait_for(&shared, "the violation", |s| s.violations > 0);
+    assert_eq!(found.first_violation.unwrap().region.as_str(), "rodata");
+    let last = found.last.unwrap();
+    assert_eq!(last.actual[0], sealed.regions().next().unwrap().sha256);
+    assert_ne!(last.actual[1], sealed.regions().nth(1).unwrap().sha256);
+}
+
+#[test]
+fn degrade_latches() {
+    let (memory, sealed) = image();
+    let watchdog = start(
+        with_reaction(sealed, Reaction::Degrade),
+        &memory,
+        never_halt(),
+    );
+    let shared = watchdog.shared();
+    wait_for(&shared, "a first check", |s| s.checks >= 1);
+    assert!(!shared.degraded());
+    memory.flip(10);
+    wait_for(&shared, "the violation", |s| s.violations > 0);
+    assert!(shared.degraded());
+    memory.flip(10);
+    wait_for(&shared, "an intact check", |s| {
+        s.last.is_some_and(|c| c.intact)
+    });
+    assert!(shared.degraded(), "until reboot");
+}
+
+#[test]
+fn halt_calls_the_halt_action_with_the_violation() {
+    let (memory, sealed) = image();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let halt: Halt = Box::new(move |message| {
+        tx.lock().unwrap().send(message.to_owned()).unwrap();
+    });
+    let watchdog = start(with_reaction(sealed, Reaction::Halt), &memory, halt);
+    wait_for(&watchdog.shared(), "a first check", |s| s.checks >= 1);
+    assert!(rx.try_recv().is_err(), "no halt while intact");
+    memory.flip(5000);
+    let message = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        message.starts_with("integrity violation: region `code`"),
+        "{message}"
+    );
+    assert!(!watchdog.shared().degraded());
+}
+
+#[test]
+fn hex_is_lowercase_and_complete() {
+    assert_eq!(Hex(&[0x00, 0xab, 0x0f]).to_string(), "00ab0f");
+}
