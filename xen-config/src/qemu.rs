@@ -296,6 +296,21 @@ fn widen_backlog(child: &Child, fd: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Lets a detached child run on, and reaps it when it ends: a waiting
+/// thread, so that a long-running caller (the benchmark, the tests) does not
+/// keep it as a zombie. A short-lived caller (the CLI) exits first, and the
+/// child is reparented as usual. Returns its pid.
+pub(crate) fn reap_when_done(mut child: Child) -> u32 {
+    let pid = child.id();
+    let waiter = std::thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .spawn(move || child.wait());
+    // Without a thread the child is still detached; it only stays a zombie
+    // until this process exits.
+    drop(waiter);
+    pid
+}
+
 /// How a guest ended, from QEMU's exit status.
 pub fn describe_exit(status: ExitStatus) -> String {
     // isa-debug-exit makes QEMU exit with (value << 1) | 1; Hermit writes 1
@@ -393,7 +408,7 @@ impl Guest {
     /// Lets QEMU run on after this value is dropped; returns its pid. Its
     /// lifecycle is then the caller's (by pid and QMP socket).
     pub fn detach(mut self) -> u32 {
-        self.child.take().map_or(0, |child| child.id())
+        self.child.take().map_or(0, reap_when_done)
     }
 
     /// QEMU's process id.

@@ -181,7 +181,7 @@ impl Vtpm {
     /// Leaves swtpm running after this value is dropped (the domain's
     /// lifecycle then owns it, by its pid).
     pub fn detach(mut self) -> u32 {
-        self.child.take().map_or(0, |child| child.id())
+        self.child.take().map_or(0, crate::qemu::reap_when_done)
     }
 
     /// Stops swtpm (SIGTERM; it saves its state), and waits for it.
