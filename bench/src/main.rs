@@ -135,6 +135,10 @@ enum Command {
         /// Where the report goes (a .md file; the numbers go beside it as .json).
         #[arg(long, default_value = "bench/results/watchdog.md")]
         out: PathBuf,
+        /// Measure nothing: write the Markdown report again from the JSON an
+        /// earlier run wrote (after a change to the report's text).
+        #[arg(long, value_name = "JSON")]
+        render: Option<PathBuf>,
     },
 }
 
@@ -251,7 +255,20 @@ fn run(cli: Cli) -> Result<()> {
             soak_seconds,
             work_dir,
             out,
+            render,
         } => {
+            if let Some(json) = render {
+                let saved: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(&json).with_context(|| format!("reading {}", json.display()))?,
+                )?;
+                let text = |key: &str| saved[key].as_str().unwrap_or_default().to_owned();
+                let report: watchdog::WatchdogReport =
+                    serde_json::from_value(saved["report"].clone())
+                        .with_context(|| format!("{} is not a watchdog report", json.display()))?;
+                let (command, machine) = (text("command"), text("machine"));
+                let markdown = watchdog::markdown(&report, &command, &machine);
+                return write_report(&out, &markdown, &command, &machine, &report);
+            }
             let bench = WatchdogBench {
                 image_dir,
                 rounds,

@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vigil_bench::stats::{self, load_average, median};
 use vigil_bench::tamper;
 use vigil_bench::wrk::{self, Load, LoadResult};
@@ -57,7 +57,7 @@ pub struct WatchdogBench {
 }
 
 /// The numbers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct WatchdogReport {
     /// The sealed interval of the measured side.
     pub interval_ms: u32,
@@ -79,13 +79,13 @@ pub struct WatchdogReport {
     /// visible in `/v1/integrity`), one per trial.
     pub detection_ms: Vec<f64>,
     /// Which region each trial changed.
-    pub detection_regions: Vec<&'static str>,
+    pub detection_regions: Vec<String>,
     /// Load average before and after.
     pub load_average: (String, String),
 }
 
 /// A long run of load without tampering.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Soak {
     /// Seconds of load.
     pub seconds: u32,
@@ -369,7 +369,7 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
             trial + 1
         );
         detection_ms.push(ms);
-        detection_regions.push(region);
+        detection_regions.push(region.to_owned());
     }
     drop(on);
     Ok(WatchdogReport {
@@ -400,6 +400,7 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
             .join(", ")
     };
     let scan = median(&report.scan_idle_ms);
+    let share = scan / f64::from(report.interval_ms) * 100.0;
     let mut out = format!(
         "# Watchdog: cost and detection latency\n\n\
          Command: `{command}`\n\n{machine}\n\
@@ -410,22 +411,27 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
          interval (one check 0.5 s after start, then none). The side not being \
          measured is paused (QMP `stop`); rounds alternate ABBA.\n\n\
          ## Throughput (wrk, /healthz)\n\n\
-         | | requests/s (median) | runs |\n|---|---:|---|\n\
-         | watchdog every {} ms | {:.0} | {} |\n\
-         | watchdog off | {:.0} | {} |\n\n\
-         **Ratio on/off: {:.3}** ({:+.1} %; target: loss < 1 %).\n\n\
+         | | requests/s (median) | σ between runs | runs |\n|---|---:|---:|---|\n\
+         | watchdog every {} ms | {:.0} | {:.0} | {} |\n\
+         | watchdog off | {:.0} | {:.0} | {} |\n\n\
+         **Ratio on/off: {:.3}** ({:+.1} %; target: loss < 1 %). The cost the \
+         scans put on the one vCPU is their share of its time, {share:.1} % (next \
+         section); a ratio resolves it only when the runs' spread is well below that.\n\n\
          ## Time per full scan\n\n\
          Idle: median {scan:.1} ms (min {:.1}, max {:.1}, {} checks) = {:.0} MB/s, \
-         {:.1} % of the guest's one vCPU at this interval. Under load (wall time of \
-         a check, which yields to requests between 64 KiB slices): median {:.1} ms.\n\n",
+         {share:.1} % of the guest's one vCPU at this interval. Under load (wall time \
+         of the check that ended last in each loaded round; requests preempt a \
+         check): median {:.1} ms.\n\n",
         report.load_average.0,
         report.load_average.1,
         report.region_bytes,
         report.interval_ms,
         report.interval_ms,
         median(&on),
+        stats::std_dev(&on),
         list(&on),
         median(&off),
+        stats::std_dev(&off),
         list(&off),
         report.ratio,
         (report.ratio - 1.0) * 100.0,
@@ -433,7 +439,6 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
         stats::max(&report.scan_idle_ms),
         report.scan_idle_ms.len(),
         report.region_bytes as f64 / 1e6 / (scan / 1000.0),
-        scan / f64::from(report.interval_ms) * 100.0,
         median(&report.scan_loaded_ms),
     );
     if let Some(soak) = &report.soak {

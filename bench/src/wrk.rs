@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One `wrk` run's parameters.
 #[derive(Clone, Debug, Serialize)]
@@ -17,7 +17,7 @@ pub struct Load {
 }
 
 /// What `wrk --latency` reported.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct LoadResult {
     /// The command that produced it.
     pub command: String,
