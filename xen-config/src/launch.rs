@@ -222,6 +222,13 @@ fn prepare_domain(options: &LaunchOptions) -> Result<(Vec<VerifyingKey>, PathBuf
                 pid: record.qemu_pid,
             });
         }
+        // The guest stopped on its own (a watchdog halt, a crash): its swtpm
+        // still runs and holds the vTPM state's lock. Stop it (SIGTERM: it
+        // saves its state) so that the new launch can start a fresh one and
+        // none is orphaned.
+        if process_alive(record.swtpm_pid, &domain_dir) {
+            wait_gone(record.swtpm_pid, &domain_dir);
+        }
     }
     Ok((keys, domain_dir))
 }

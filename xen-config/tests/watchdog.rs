@@ -317,4 +317,17 @@ fn halt_ends_the_guest_and_leaves_the_reason() {
     );
     let tail = status["console_tail"].to_string();
     assert!(tail.contains("vigil-watchdog: HALT"), "{tail}");
+
+    // The halted guest's swtpm still runs; a relaunch stops it and starts a
+    // fresh one (it used to fail on swtpm's state lock and orphan the old
+    // one), and a stop then leaves nothing running.
+    assert_eq!(status["vtpm_running"], true, "{status}");
+    let old_swtpm = status["swtpm_pid"].as_u64().unwrap();
+    let again = setup.launch("halt", "k.pub", "halt", &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let record: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_ne!(record["swtpm_pid"].as_u64().unwrap(), old_swtpm);
+    let stop = setup.dom0(&["stop", "halt"]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    assert_eq!(setup.processes(), 0, "nothing of the domain left running");
 }
