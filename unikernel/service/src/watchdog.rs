@@ -362,7 +362,7 @@ impl<M: Memory> Worker<M> {
             .ok()
             .and_then(|t| u64::try_from(t.as_millis()).ok());
         let uptime = ended - self.shared.started;
-        let violation = {
+        let (number, violation) = {
             let mut state = self.shared.lock();
             state.checks += 1;
             let number = state.checks;
@@ -395,9 +395,9 @@ impl<M: Memory> Worker<M> {
                     });
                 }
             }
-            state.first_violation
+            (number, state.first_violation)
         };
-        if number_is_first(&self.shared) && mismatched == 0 {
+        if number == 1 && mismatched == 0 {
             self.log.log(
                 LogLevel::Info,
                 format_args!(
@@ -452,10 +452,6 @@ impl<M: Memory> Worker<M> {
             Reaction::Halt => (self.halt)(&violation.to_string()),
         }
     }
-}
-
-fn number_is_first(shared: &Shared) -> bool {
-    shared.lock().checks == 1
 }
 
 /// Lowercase hex of bytes.

@@ -156,7 +156,13 @@ struct Digest([u8; 32]);
 
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        display(&Hex(&self.0), serializer)
+        Hex(&self.0).serialize(serializer)
+    }
+}
+
+impl Serialize for Hex<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        display(self, serializer)
     }
 }
 
@@ -291,27 +297,18 @@ impl Serialize for ReportBody {
         ReportJson {
             format: "vigil.report.v1",
             verdict: report.verdict.as_str(),
-            nonce: HexBytes(report.nonce.as_bytes()),
+            nonce: Hex(report.nonce.as_bytes()),
             boot_id: Digest(report.boot_id),
             uptime_ms: report.uptime_ms,
             checks: report.checks,
             last_check_ms: report.last_check_ms,
             first_violation_ms: report.first_violation_ms,
             regions: &regions,
-            report: HexBytes(&self.bytes),
-            signature: HexBytes(&self.signature),
-            public_key: HexBytes(&self.public_key),
+            report: Hex(&self.bytes),
+            signature: Hex(&self.signature),
+            public_key: Hex(&self.public_key),
         }
         .serialize(serializer)
-    }
-}
-
-/// Bytes in lowercase hex.
-struct HexBytes<'a>(&'a [u8]);
-
-impl Serialize for HexBytes<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        display(&Hex(self.0), serializer)
     }
 }
 
@@ -319,16 +316,16 @@ impl Serialize for HexBytes<'_> {
 struct ReportJson<'a> {
     format: &'static str,
     verdict: &'static str,
-    nonce: HexBytes<'a>,
+    nonce: Hex<'a>,
     boot_id: Digest,
     uptime_ms: u64,
     checks: u64,
     last_check_ms: u64,
     first_violation_ms: Option<u64>,
     regions: &'a [ReportRegion<'a>],
-    report: HexBytes<'a>,
-    signature: HexBytes<'a>,
-    public_key: HexBytes<'a>,
+    report: Hex<'a>,
+    signature: Hex<'a>,
+    public_key: Hex<'a>,
 }
 
 #[derive(Serialize)]

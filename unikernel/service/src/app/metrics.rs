@@ -63,7 +63,7 @@ impl IntegrityGauges {
     /// Writes the watchdog's metric families.
     fn render(&self, w: &mut impl io::Write) -> io::Result<()> {
         let seconds = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
-        let samples: [(&str, &str, &str, &dyn Display); 8] = [
+        let samples: [Sample<'_>; 8] = [
             (
                 "vigil_integrity_checks_total",
                 "counter",
@@ -113,11 +113,7 @@ impl IntegrityGauges {
                 &self.interval.as_secs_f64(),
             ),
         ];
-        for (name, kind, help, value) in samples {
-            family(w, name, kind, help)?;
-            writeln!(w, "{name} {value}")?;
-        }
-        Ok(())
+        unlabelled(w, &samples)
     }
 }
 
@@ -194,7 +190,7 @@ impl Metrics {
                 }
             }
         }
-        let samples: [(&str, &str, &str, &dyn Display); 8] = [
+        let samples: [Sample<'_>; 8] = [
             (
                 "vigil_http_received_bytes_total",
                 "counter",
@@ -244,15 +240,25 @@ impl Metrics {
                 &gauges.kv_bytes,
             ),
         ];
-        for (name, kind, help, value) in samples {
-            family(w, name, kind, help)?;
-            writeln!(w, "{name} {value}")?;
-        }
+        unlabelled(w, &samples)?;
         match integrity {
             Some(integrity) => integrity.render(w),
             None => Ok(()),
         }
     }
+}
+
+/// A single-sample family, without labels.
+type Sample<'a> = (&'a str, &'a str, &'a str, &'a dyn Display);
+
+/// Writes each family of `samples`: its `HELP` and `TYPE` lines and its one
+/// sample.
+fn unlabelled(w: &mut impl io::Write, samples: &[Sample<'_>]) -> io::Result<()> {
+    for (name, kind, help, value) in samples {
+        family(w, name, kind, help)?;
+        writeln!(w, "{name} {value}")?;
+    }
+    Ok(())
 }
 
 /// The `HELP` and `TYPE` lines of a metric family.

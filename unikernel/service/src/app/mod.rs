@@ -103,14 +103,18 @@ impl App {
             return (Route::Other, response);
         };
         let (route, key) = Route::resolve(path);
+        let degraded = if route.degrades() {
+            self.integrity.degraded()
+        } else {
+            None
+        };
         let response = match route {
             Route::Other => error(&mut self.body, Status::NotFound, &"no such resource"),
             _ if !route.methods().contains(&request.method) => {
                 method_not_allowed(&mut self.body, route)
             }
-            _ if route.degrades() && self.integrity.degraded().is_some() => {
-                let violation = self.integrity.degraded();
-                let reason = violation.map(|v| v.to_string()).unwrap_or_default();
+            _ if degraded.is_some() => {
+                let reason = degraded.map(|v| v.to_string()).unwrap_or_default();
                 error(
                     &mut self.body,
                     Status::ServiceUnavailable,
