@@ -142,19 +142,20 @@ enum Command {
     },
 }
 
-/// Writes the Markdown report and, beside it, the JSON numbers; prints the
-/// Markdown.
-fn write_report(
+/// Writes the Markdown report (`markdown` of the report, the command and
+/// the machine) and, beside it, the JSON numbers; prints the Markdown.
+fn publish<R: serde::Serialize>(
     out: &Path,
-    markdown: &str,
     command_line: &str,
     machine: &str,
-    report: &impl serde::Serialize,
+    report: &R,
+    markdown: fn(&R, &str, &str) -> String,
 ) -> Result<()> {
+    let markdown = markdown(report, command_line, machine);
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(out, markdown).with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(out, &markdown).with_context(|| format!("writing {}", out.display()))?;
     let json = serde_json::json!({ "command": command_line, "machine": machine, "report": report });
     let json_path = out.with_extension("json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
@@ -203,10 +204,14 @@ fn run(cli: Cli) -> Result<()> {
                     .collect(),
                 host_service,
             };
-            let report = http::run(&bench)?;
             let machine = vigil_bench::machine_description();
-            let markdown = http::markdown(&report, &command_line, &machine);
-            write_report(&out, &markdown, &command_line, &machine, &report)
+            publish(
+                &out,
+                &command_line,
+                &machine,
+                &http::run(&bench)?,
+                http::markdown,
+            )
         }
         Command::Seal {
             image_dir,
@@ -223,10 +228,14 @@ fn run(cli: Cli) -> Result<()> {
                 large_runs,
                 work_dir,
             };
-            let report = seal::run(&bench)?;
             let machine = vigil_bench::machine_description();
-            let markdown = seal::markdown(&report, &command_line, &machine);
-            write_report(&out, &markdown, &command_line, &machine, &report)
+            publish(
+                &out,
+                &command_line,
+                &machine,
+                &seal::run(&bench)?,
+                seal::markdown,
+            )
         }
         Command::Launch {
             image_dir,
@@ -241,10 +250,14 @@ fn run(cli: Cli) -> Result<()> {
                 accel,
                 work_dir,
             };
-            let report = launch::run(&bench)?;
             let machine = vigil_bench::machine_description();
-            let markdown = launch::markdown(&report, &command_line, &machine);
-            write_report(&out, &markdown, &command_line, &machine, &report)
+            publish(
+                &out,
+                &command_line,
+                &machine,
+                &launch::run(&bench)?,
+                launch::markdown,
+            )
         }
         Command::Watchdog {
             image_dir,
@@ -266,8 +279,7 @@ fn run(cli: Cli) -> Result<()> {
                     serde_json::from_value(saved["report"].clone())
                         .with_context(|| format!("{} is not a watchdog report", json.display()))?;
                 let (command, machine) = (text("command"), text("machine"));
-                let markdown = watchdog::markdown(&report, &command, &machine);
-                return write_report(&out, &markdown, &command, &machine, &report);
+                return publish(&out, &command, &machine, &report, watchdog::markdown);
             }
             let bench = WatchdogBench {
                 image_dir,
@@ -278,10 +290,14 @@ fn run(cli: Cli) -> Result<()> {
                 soak_seconds,
                 work_dir,
             };
-            let report = watchdog::run(&bench)?;
             let machine = vigil_bench::machine_description();
-            let markdown = watchdog::markdown(&report, &command_line, &machine);
-            write_report(&out, &markdown, &command_line, &machine, &report)
+            publish(
+                &out,
+                &command_line,
+                &machine,
+                &watchdog::run(&bench)?,
+                watchdog::markdown,
+            )
         }
     }
 }

@@ -58,6 +58,16 @@ pub fn cold_rodata(bundle: &Path) -> Result<u64> {
     Ok(number("vaddr")? + at as u64)
 }
 
+/// The load offset a guest's `/v1/integrity` answer reports (`"0x200000"`):
+/// what to add to a link-time address to find it in guest memory.
+pub fn load_offset(integrity: &serde_json::Value) -> Result<u64> {
+    let text = integrity["load_offset"]
+        .as_str()
+        .context("/v1/integrity has no load_offset")?;
+    u64::from_str_radix(text.trim_start_matches("0x"), 16)
+        .with_context(|| format!("load_offset {text:?} is not hexadecimal"))
+}
+
 /// Flips every bit of the byte at guest address `address` (a second call
 /// restores it): starts QEMU's gdbstub on a free loopback port through the
 /// domain's QMP socket, lets gdb read, write and read back the byte, then

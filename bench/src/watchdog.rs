@@ -105,10 +105,7 @@ struct Domain {
 
 impl Domain {
     fn qmp(&self) -> Result<Qmp> {
-        Ok(Qmp::connect(
-            &self.state_root.join(&self.record.name).join("qmp.sock"),
-            Duration::from_secs(5),
-        )?)
+        Ok(Qmp::connect(&self.qmp_socket(), Duration::from_secs(5))?)
     }
 
     fn pause(&self) -> Result<()> {
@@ -323,13 +320,7 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
 
     // Detection latency.
     let bundle = &on_bundle;
-    let offset = u64::from_str_radix(
-        on.integrity()?["load_offset"]
-            .as_str()
-            .context("no load offset")?
-            .trim_start_matches("0x"),
-        16,
-    )?;
+    let offset = tamper::load_offset(&on.integrity()?)?;
     let targets = [
         ("code", tamper::cold_code(bundle)? + offset),
         ("rodata", tamper::cold_rodata(bundle)? + offset),

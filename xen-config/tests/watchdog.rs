@@ -60,8 +60,7 @@ impl Domain {
 
     /// The runtime address of a link-time address.
     fn runtime(&self, vaddr: u64) -> u64 {
-        let offset = self.integrity()["load_offset"].as_str().unwrap().to_owned();
-        vaddr + u64::from_str_radix(offset.trim_start_matches("0x"), 16).unwrap()
+        vaddr + tamper::load_offset(&self.integrity()).unwrap()
     }
 
     /// Changes one byte of guest memory at `address` from outside
