@@ -128,6 +128,10 @@ enum Command {
         /// violations (0 skips it).
         #[arg(long, default_value_t = 600)]
         soak_seconds: u32,
+        /// vCPU counts to compare throughput with (comma-separated); the
+        /// soak and the detection trials use the first.
+        #[arg(long, value_delimiter = ',', default_values_t = [vigil_dom0::launch::DEFAULT_VCPUS, 1])]
+        vcpus: Vec<u32>,
         /// Where the temporary directory (key, bundles, domains' state) is
         /// made; it is removed at the end.
         #[arg(long, default_value = "target")]
@@ -266,6 +270,7 @@ fn run(cli: Cli) -> Result<()> {
             connections,
             trials,
             soak_seconds,
+            vcpus,
             work_dir,
             out,
             render,
@@ -289,6 +294,7 @@ fn run(cli: Cli) -> Result<()> {
                 trials,
                 soak_seconds,
                 work_dir,
+                vcpus,
             };
             let machine = vigil_bench::machine_description();
             publish(

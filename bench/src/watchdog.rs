@@ -4,9 +4,11 @@
 //!   (1 s) beside the same image sealed with a one-hour interval (one check
 //!   half a second after start, then none: the watchdog disabled in effect),
 //!   both measured launches, both running; the one not measured is paused
-//!   through QMP so that it costs nothing; rounds alternate ABBA;
+//!   through QMP so that it costs nothing; rounds alternate ABBA. Once per
+//!   vCPU count asked for (default: two, where the watchdog has a vCPU of its
+//!   own, then one, where it shares the service's);
 //! - time per full scan, from the guest's own `/v1/integrity`, idle and
-//!   under load;
+//!   under load, and the idle guest's host CPU use;
 //! - no false positive: optionally, minutes of load with no tampering, then
 //!   zero violations;
 //! - detection latency: trials that each flip one byte of code or read-only
@@ -54,6 +56,9 @@ pub struct WatchdogBench {
     pub soak_seconds: u32,
     /// Where the temporary directory is made.
     pub work_dir: PathBuf,
+    /// The vCPU counts to measure throughput with; the no-false-positive
+    /// run and the detection trials use the first.
+    pub vcpus: Vec<u32>,
 }
 
 /// The numbers.
@@ -63,6 +68,28 @@ pub struct WatchdogReport {
     pub interval_ms: u32,
     /// Bytes the watchdog hashes per check.
     pub region_bytes: u64,
+    /// Throughput and scan time, one entry per vCPU count.
+    pub throughput: Vec<Throughput>,
+    /// The no-false-positive run, if made.
+    pub soak: Option<Soak>,
+    /// The vCPU count of the soak and the detection trials.
+    pub detection_vcpus: u32,
+    /// Detection latencies (ms from the write to the violation being
+    /// visible in `/v1/integrity`), one per trial.
+    pub detection_ms: Vec<f64>,
+    /// Which region each trial changed.
+    pub detection_regions: Vec<String>,
+    /// Load average before and after.
+    pub load_average: (String, String),
+}
+
+/// On beside off, for one vCPU count.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Throughput {
+    /// The guests' vCPUs.
+    pub vcpus: u32,
+    /// The vCPU the watchdog ran on (from `/v1/integrity`).
+    pub watchdog_vcpu: Option<u64>,
     /// Throughput with the watchdog at the default interval.
     pub on: Vec<LoadResult>,
     /// Throughput with the watchdog disabled (one-hour interval).
@@ -73,15 +100,8 @@ pub struct WatchdogReport {
     pub scan_idle_ms: Vec<f64>,
     /// Time per full check (ms) at the end of each loaded round.
     pub scan_loaded_ms: Vec<f64>,
-    /// The no-false-positive run, if made.
-    pub soak: Option<Soak>,
-    /// Detection latencies (ms from the write to the violation being
-    /// visible in `/v1/integrity`), one per trial.
-    pub detection_ms: Vec<f64>,
-    /// Which region each trial changed.
-    pub detection_regions: Vec<String>,
-    /// Load average before and after.
-    pub load_average: (String, String),
+    /// Host CPU the idle "on" guest's QEMU used meanwhile (% of one core).
+    pub idle_host_cpu_percent: f64,
 }
 
 /// A long run of load without tampering.
@@ -181,7 +201,7 @@ fn sealed(work: &Path, image_dir: &Path, name: &str, interval_ms: u32) -> Result
     Ok(out)
 }
 
-fn launched(work: &Path, bundle: &Path, name: &str) -> Result<Domain> {
+fn launched(work: &Path, bundle: &Path, name: &str, vcpus: u32) -> Result<Domain> {
     let state_root = work.join("state");
     let record = launch::launch(
         &LaunchOptions {
@@ -193,7 +213,7 @@ fn launched(work: &Path, bundle: &Path, name: &str) -> Result<Domain> {
             host_port: 0,
             accel: AccelChoice::Tcg,
             memory_mib: 512,
-            cpus: 1,
+            cpus: vcpus,
             boot_timeout: Duration::from_secs(60),
             backend: launch::Backend::Qemu,
         },
@@ -206,6 +226,9 @@ fn launched(work: &Path, bundle: &Path, name: &str) -> Result<Domain> {
 /// Runs the whole benchmark.
 pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
     ensure!(bench.rounds > 0, "--rounds must be at least 1");
+    let Some(&detection_vcpus) = bench.vcpus.first() else {
+        bail!("--vcpus needs at least one count");
+    };
     let load_average_start = load_average();
     fs::create_dir_all(&bench.work_dir)?;
     let dir = tempfile::Builder::new()
@@ -215,78 +238,29 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
     vigil_build::keys::generate(&work.join("signing.pem"), &work.join("signing.pub.pem"))?;
     let on_bundle = sealed(&work, &bench.image_dir, "on", INTERVAL_MS)?;
     let off_bundle = sealed(&work, &bench.image_dir, "off", OFF_INTERVAL_MS)?;
-    let on = launched(&work, &on_bundle, "watchdog-on")?;
-    let off = launched(&work, &off_bundle, "watchdog-off")?;
-    let region_bytes = on.integrity()?["regions"]
-        .as_array()
-        .context("no regions")?
-        .iter()
-        .filter_map(|r| r["length"].as_u64())
-        .sum();
 
-    // Time per scan, idle: one sample per check.
-    off.pause()?;
-    let mut scan_idle_ms = Vec::new();
-    let mut seen = 0;
-    let until = Instant::now() + Duration::from_secs(12);
-    while scan_idle_ms.len() < 10 && Instant::now() < until {
-        let (number, ms, _) = on.last_check()?;
-        if number > seen && number > 1 {
-            scan_idle_ms.push(ms);
-        }
-        seen = seen.max(number);
-        thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!(
-        "vigil-bench: idle scan median {:.1} ms over {} checks",
-        median(&scan_idle_ms),
-        scan_idle_ms.len()
-    );
-
-    // Throughput, ABBA, the other side paused.
-    let load = Load {
-        threads: 2.min(bench.connections),
-        connections: bench.connections,
-        seconds: bench.seconds,
-    };
-    on.pause()?;
-    let (mut on_runs, mut off_runs, mut scan_loaded_ms) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..bench.rounds {
-        let order: [bool; 2] = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for watchdog in order {
-            let domain = if watchdog { &on } else { &off };
-            domain.resume()?;
-            thread::sleep(Duration::from_secs(1));
-            let result = wrk::run(&domain.url("/healthz"), &load)?;
-            eprintln!(
-                "vigil-bench: round {} watchdog {}: {:.0} req/s",
-                round + 1,
-                if watchdog { "on " } else { "off" },
-                result.requests_per_second
-            );
-            if watchdog {
-                scan_loaded_ms.push(on.last_check()?.1);
-                on_runs.push(result);
-            } else {
-                off_runs.push(result);
-            }
-            domain.pause()?;
+    let mut throughput = Vec::new();
+    let mut kept = None;
+    let mut region_bytes = 0;
+    for (i, &vcpus) in bench.vcpus.iter().enumerate() {
+        let on = launched(&work, &on_bundle, &format!("watchdog-on-{vcpus}"), vcpus)?;
+        let off = launched(&work, &off_bundle, &format!("watchdog-off-{vcpus}"), vcpus)?;
+        let status = on.integrity()?;
+        region_bytes = status["regions"]
+            .as_array()
+            .context("no regions")?
+            .iter()
+            .filter_map(|r| r["length"].as_u64())
+            .sum();
+        let mut result = measure_throughput(bench, vcpus, &on, &off)?;
+        result.watchdog_vcpu = status["vcpu"].as_u64();
+        throughput.push(result);
+        drop(off);
+        if i == 0 {
+            kept = Some(on);
         }
     }
-    let rate = |runs: &[LoadResult]| {
-        median(
-            &runs
-                .iter()
-                .map(|r| r.requests_per_second)
-                .collect::<Vec<_>>(),
-        )
-    };
-    let ratio = rate(&on_runs) / rate(&off_runs);
-    drop(off);
+    let on = kept.context("no domain kept for the detection trials")?;
     on.resume()?;
 
     // No false positive: load, no tampering, zero violations.
@@ -299,8 +273,9 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
         let result = wrk::run(
             &on.url("/healthz"),
             &Load {
+                threads: 2.min(bench.connections),
+                connections: bench.connections,
                 seconds: bench.soak_seconds,
-                ..load.clone()
             },
         )?;
         let status = on.integrity()?;
@@ -366,23 +341,123 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
     Ok(WatchdogReport {
         interval_ms: INTERVAL_MS,
         region_bytes,
-        ratio,
-        on: on_runs,
-        off: off_runs,
-        scan_idle_ms,
-        scan_loaded_ms,
+        throughput,
         soak,
+        detection_vcpus,
         detection_ms,
         detection_regions,
         load_average: (load_average_start, load_average()),
     })
 }
 
+/// Idle scans, then throughput on beside off (ABBA, the other side paused).
+/// Leaves both sides paused.
+fn measure_throughput(
+    bench: &WatchdogBench,
+    vcpus: u32,
+    on: &Domain,
+    off: &Domain,
+) -> Result<Throughput> {
+    // Time per scan, idle: one sample per check; and the idle guest's host CPU.
+    off.pause()?;
+    let cpu_before = host_cpu(on.record.qemu_pid);
+    let idle_started = Instant::now();
+    let mut scan_idle_ms = Vec::new();
+    let mut seen = 0;
+    let until = Instant::now() + Duration::from_secs(12);
+    while scan_idle_ms.len() < 10 && Instant::now() < until {
+        let (number, ms, _) = on.last_check()?;
+        if number > seen && number > 1 {
+            scan_idle_ms.push(ms);
+        }
+        seen = seen.max(number);
+        thread::sleep(Duration::from_millis(200));
+    }
+    let idle_host_cpu_percent =
+        (host_cpu(on.record.qemu_pid) - cpu_before) / idle_started.elapsed().as_secs_f64() * 100.0;
+    eprintln!(
+        "vigil-bench: {vcpus} vCPU: idle scan median {:.1} ms over {} checks; idle QEMU {:.0} % of a host core",
+        median(&scan_idle_ms),
+        scan_idle_ms.len(),
+        idle_host_cpu_percent,
+    );
+
+    let load = Load {
+        threads: 2.min(bench.connections),
+        connections: bench.connections,
+        seconds: bench.seconds,
+    };
+    on.pause()?;
+    let (mut on_runs, mut off_runs, mut scan_loaded_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..bench.rounds {
+        let order: [bool; 2] = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for watchdog in order {
+            let domain = if watchdog { on } else { off };
+            domain.resume()?;
+            thread::sleep(Duration::from_secs(1));
+            let result = wrk::run(&domain.url("/healthz"), &load)?;
+            eprintln!(
+                "vigil-bench: {vcpus} vCPU round {} watchdog {}: {:.0} req/s",
+                round + 1,
+                if watchdog { "on " } else { "off" },
+                result.requests_per_second
+            );
+            if watchdog {
+                scan_loaded_ms.push(on.last_check()?.1);
+                on_runs.push(result);
+            } else {
+                off_runs.push(result);
+            }
+            domain.pause()?;
+        }
+    }
+    let ratio = rate(&on_runs) / rate(&off_runs);
+    Ok(Throughput {
+        vcpus,
+        watchdog_vcpu: None,
+        on: on_runs,
+        off: off_runs,
+        ratio,
+        scan_idle_ms,
+        scan_loaded_ms,
+        idle_host_cpu_percent,
+    })
+}
+
+/// Median requests/s of `runs`.
+fn rate(runs: &[LoadResult]) -> f64 {
+    median(
+        &runs
+            .iter()
+            .map(|r| r.requests_per_second)
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// CPU seconds (user + system) process `pid` has used; NaN if unreadable.
+fn host_cpu(pid: u32) -> f64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // After the command name's closing parenthesis: fields 3.. of proc(5);
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second
+    // on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(14), ticks(15)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
 /// The Markdown report.
 pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String {
-    let rates =
-        |runs: &[LoadResult]| -> Vec<f64> { runs.iter().map(|r| r.requests_per_second).collect() };
-    let (on, off) = (rates(&report.on), rates(&report.off));
     let list = |values: &[f64]| {
         values
             .iter()
@@ -390,8 +465,6 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let scan = median(&report.scan_idle_ms);
-    let share = scan / f64::from(report.interval_ms) * 100.0;
     let mut out = format!(
         "# Watchdog: cost and detection latency\n\n\
          Command: `{command}`\n\n{machine}\n\
@@ -400,42 +473,74 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
          hashed with SHA-256 every {} ms (the default). Both sides are measured \
          launches of the same built image; \"off\" is sealed with a one-hour \
          interval (one check 0.5 s after start, then none). The side not being \
-         measured is paused (QMP `stop`); rounds alternate ABBA.\n\n\
+         measured is paused (QMP `stop`); rounds alternate ABBA. With more than \
+         one vCPU the watchdog runs on the last one and the service on vCPU 0 \
+         (vigil-dom0's default is 2 vCPUs).\n\n\
          ## Throughput (wrk, /healthz)\n\n\
-         | | requests/s (median) | σ between runs | runs |\n|---|---:|---:|---|\n\
-         | watchdog every {} ms | {:.0} | {:.0} | {} |\n\
-         | watchdog off | {:.0} | {:.0} | {} |\n\n\
-         **Ratio on/off: {:.3}** ({:+.1} %; target: loss < 1 %). The cost the \
-         scans put on the one vCPU is their share of its time, {share:.1} % (next \
-         section); a ratio resolves it only when the runs' spread is well below that.\n\n\
-         ## Time per full scan\n\n\
-         Idle: median {scan:.1} ms (min {:.1}, max {:.1}, {} checks) = {:.0} MB/s, \
-         {share:.1} % of the guest's one vCPU at this interval. Under load (wall time \
-         of the check that ended last in each loaded round; requests preempt a \
-         check): median {:.1} ms.\n\n",
-        report.load_average.0,
-        report.load_average.1,
-        report.region_bytes,
-        report.interval_ms,
-        report.interval_ms,
-        median(&on),
-        stats::std_dev(&on),
-        list(&on),
-        median(&off),
-        stats::std_dev(&off),
-        list(&off),
-        report.ratio,
-        (report.ratio - 1.0) * 100.0,
-        stats::min(&report.scan_idle_ms),
-        stats::max(&report.scan_idle_ms),
-        report.scan_idle_ms.len(),
-        report.region_bytes as f64 / 1e6 / (scan / 1000.0),
-        median(&report.scan_loaded_ms),
+         | vCPUs | watchdog on vCPU | on: requests/s (median, σ) | off: requests/s (median, σ) | **ratio on/off** |\n\
+         |---:|---:|---:|---:|---:|\n",
+        report.load_average.0, report.load_average.1, report.region_bytes, report.interval_ms,
     );
+    for t in &report.throughput {
+        let rates = |runs: &[LoadResult]| -> Vec<f64> {
+            runs.iter().map(|r| r.requests_per_second).collect()
+        };
+        let (on, off) = (rates(&t.on), rates(&t.off));
+        out += &format!(
+            "| {} | {} | {:.0} ({:.0}) | {:.0} ({:.0}) | **{:.3}** ({:+.1} %) |\n",
+            t.vcpus,
+            t.watchdog_vcpu.map_or("?".into(), |v| v.to_string()),
+            median(&on),
+            stats::std_dev(&on),
+            median(&off),
+            stats::std_dev(&off),
+            t.ratio,
+            (t.ratio - 1.0) * 100.0,
+        );
+    }
+    out += "\nTarget: loss < 1 % at the default interval. All runs (requests/s):\n\n";
+    for t in &report.throughput {
+        let rates = |runs: &[LoadResult]| -> String {
+            list(
+                &runs
+                    .iter()
+                    .map(|r| r.requests_per_second)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        out += &format!(
+            "- {} vCPU: on {}; off {}\n",
+            t.vcpus,
+            rates(&t.on),
+            rates(&t.off)
+        );
+    }
+    out += "\n## Time per full scan\n\n\
+            | vCPUs | idle: median (min–max, checks) | MB/s | share of one vCPU | under load: median wall | idle QEMU, host CPU |\n\
+            |---:|---:|---:|---:|---:|---:|\n";
+    for t in &report.throughput {
+        let scan = median(&t.scan_idle_ms);
+        out += &format!(
+            "| {} | {scan:.1} ms ({:.1}–{:.1}, {}) | {:.0} | {:.1} % | {:.1} ms | {:.0} % |\n",
+            t.vcpus,
+            stats::min(&t.scan_idle_ms),
+            stats::max(&t.scan_idle_ms),
+            t.scan_idle_ms.len(),
+            report.region_bytes as f64 / 1e6 / (scan / 1000.0),
+            scan / f64::from(report.interval_ms) * 100.0,
+            median(&t.scan_loaded_ms),
+            t.idle_host_cpu_percent,
+        );
+    }
+    out += "\nThe share is the scan's part of the vCPU it runs on at this interval: with \
+            one vCPU that is the service's; with two it is the watchdog's own, and the \
+            service's vCPU pays nothing. Under load, the wall time of the check that \
+            ended last in each loaded round (with one vCPU, requests preempt a check).\n\n";
     if let Some(soak) = &report.soak {
         out += &format!(
-            "## No false positive\n\n{} s of load ({} requests, {:.0} req/s, {} errors), \
+            "## No false positive\n\n{} vCPUs, {} s of load ({} requests, {:.0} req/s, {} errors), \
              no tampering: {} checks, **{} violations**.\n\n",
+            report.detection_vcpus,
             soak.seconds,
             soak.load.requests,
             soak.load.requests_per_second,
@@ -453,13 +558,14 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
             .filter(|&&ms| ms <= 2.0 * f64::from(report.interval_ms))
             .count();
         out += &format!(
-            "## Detection latency\n\n{} trials, alternately one byte of code and one of \
+            "## Detection latency\n\n{} vCPUs, {} trials, alternately one byte of code and one of \
              read-only data flipped through QEMU's gdbstub at different phases of the \
              interval; time from gdb's write to the violation showing in `/v1/integrity` \
              (polled every 5 ms).\n\n\
              min {:.0} ms, median {:.0} ms, p95 {:.0} ms, max {:.0} ms; \
              **{within} of {} within two intervals** ({} ms).\n\n\
              All (ms): {}\n",
+            report.detection_vcpus,
             sorted.len(),
             stats::min(&sorted),
             median(&sorted),

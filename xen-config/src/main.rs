@@ -69,6 +69,10 @@ enum Command {
         /// Guest RAM in MiB.
         #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=65536))]
         memory: u32,
+        /// Guest vCPUs. The watchdog runs on the last one, the service on
+        /// vCPU 0; with 1 the watchdog's checks share the service's vCPU.
+        #[arg(long, env = "VIGIL_VCPUS", default_value_t = launch::DEFAULT_VCPUS, value_parser = clap::value_parser!(u32).range(1..=64))]
+        vcpus: u32,
         /// Seconds to wait for the first /healthz answer.
         #[arg(long, default_value_t = 60)]
         boot_timeout: u64,
@@ -171,6 +175,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
             port,
             accel,
             memory,
+            vcpus,
             boot_timeout,
             backend,
             bridge,
@@ -186,7 +191,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
                 host_port: port,
                 accel,
                 memory_mib: memory,
-                cpus: 1,
+                cpus: vcpus,
                 boot_timeout: Duration::from_secs(boot_timeout),
                 backend: match backend {
                     BackendArg::Qemu => launch::Backend::Qemu,

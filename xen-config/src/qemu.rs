@@ -124,7 +124,11 @@ impl QemuConfig {
         };
         let cpu = match self.accel {
             Accel::Kvm => "host",
-            Accel::Tcg => "max",
+            // Without MONITOR/MWAIT: Hermit idles with MWAIT when CPUID
+            // offers it, and TCG's MWAIT only halts a guest with one vCPU
+            // (with more it is a PAUSE), so every idle vCPU would spin a
+            // host core. HLT sleeps either way.
+            Accel::Tcg => "max,-monitor",
         };
         args.extend(
             [
@@ -671,7 +675,9 @@ mod tests {
     #[test]
     fn hvm_flavor_under_tcg() {
         let line = joined(&config(Flavor::Hvm, Accel::Tcg));
-        assert!(line.starts_with("-machine pc -accel tcg -cpu max -smp 1 -m 512M -nodefaults"));
+        assert!(
+            line.starts_with("-machine pc -accel tcg -cpu max,-monitor -smp 1 -m 512M -nodefaults")
+        );
         assert!(line.contains(
             "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:18080-:8080 -device rtl8139,netdev=net0"
         ));

@@ -18,6 +18,7 @@
 //! - [`json`]: the strict JSON validator that `PUT` bodies must pass.
 //! - [`reference`](mod@reference): the reference block sealing writes into the image.
 //! - [`watchdog`]: re-hashes the image's code and read-only data in memory.
+//! - [`vcpu`]: which vCPU each thread runs on (the watchdog gets its own).
 //!
 //! # Running
 //! ```no_run
@@ -48,6 +49,7 @@ pub mod json;
 pub mod log;
 pub mod reference;
 pub mod server;
+pub mod vcpu;
 pub mod watchdog;
 
 /// Widens a numeric setting (`u32` in the configuration) for sizes and counts.

@@ -5,9 +5,31 @@
 //! through a [`Throttle`].
 
 use std::fmt;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use vigil_core::v1::config::LogLevel;
+
+/// Writes one line to stderr in a single write.
+///
+/// `eprintln!` writes a formatted line piece by piece, and on Hermit the
+/// kernel's own log lines (from an interrupt, or from another vCPU) then
+/// landed inside it on the console (seen: `vigil-service: [0][WARN] ...`).
+/// Formatting first keeps every line whole.
+pub fn line(message: fmt::Arguments<'_>) {
+    let mut text = message.to_string();
+    text.push('\n');
+    // Nothing to do if the console itself fails.
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// [`line()`] with `format!` arguments.
+#[macro_export]
+macro_rules! console_line {
+    ($($arg:tt)*) => {
+        $crate::log::line(format_args!($($arg)*))
+    };
+}
 
 /// Writes messages at or above a configured level to stderr.
 #[derive(Clone, Copy, Debug)]
@@ -29,7 +51,7 @@ impl Logger {
     /// Writes `message` if `level` is enabled.
     pub fn log(self, level: LogLevel, message: fmt::Arguments<'_>) {
         if self.enabled(level) {
-            eprintln!("vigil-service: {}: {message}", level.as_str());
+            line(format_args!("vigil-service: {}: {message}", level.as_str()));
         }
     }
 

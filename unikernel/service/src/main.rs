@@ -11,6 +11,7 @@ use vigil_core::v1::refblock::RefBlock;
 use vigil_core::v1::report::ReportKey;
 use vigil_service::app::App;
 use vigil_service::app::integrity::Integrity;
+use vigil_service::console_line;
 use vigil_service::log::Logger;
 use vigil_service::reference;
 use vigil_service::server::Server;
@@ -29,7 +30,7 @@ fn main() {
     let config = match ServiceConfig::from_args(args.iter().map(String::as_str)) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("vigil-service: invalid configuration: {error}");
+            console_line!("vigil-service: invalid configuration: {error}");
             process::exit(2);
         }
     };
@@ -62,16 +63,16 @@ fn main() {
     let server = match server {
         Ok(server) => server,
         Err(error) => {
-            eprintln!(
+            console_line!(
                 "vigil-service: cannot listen on port {}: {error}",
                 config.port
             );
             process::exit(1);
         }
     };
-    eprintln!("vigil-service: listening on port {}", config.port);
+    console_line!("vigil-service: listening on port {}", config.port);
     if let Err(error) = server.run() {
-        eprintln!("vigil-service: event loop failed: {error}");
+        console_line!("vigil-service: event loop failed: {error}");
         process::exit(1);
     }
 }
@@ -91,7 +92,7 @@ fn start_watchdog(log: &Logger) -> Option<Watchdog> {
         Err(error) => {
             // Sealing wrote the block and the image digest covers it: an
             // unreadable block means the image is not what was sealed.
-            eprintln!("vigil-service: reference block unreadable: {error}");
+            console_line!("vigil-service: reference block unreadable: {error}");
             process::exit(2);
         }
     };
@@ -108,7 +109,7 @@ fn start_watchdog(log: &Logger) -> Option<Watchdog> {
     match Watchdog::start(sealed, offset, LiveMemory, *log, watchdog::halt_guest()) {
         Ok(watchdog) => Some(watchdog),
         Err(error) => {
-            eprintln!("vigil-service: cannot start the watchdog: {error}");
+            console_line!("vigil-service: cannot start the watchdog: {error}");
             process::exit(1);
         }
     }

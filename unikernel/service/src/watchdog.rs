@@ -7,15 +7,17 @@
 //! address is its link-time address plus the load offset (the reference
 //! block's runtime address minus its link-time one, [`reference::load_offset`]).
 //!
-//! A check does not stall requests. The guest has one vCPU, and the
-//! watchdog thread has the event loop's priority: Hermit reschedules after
-//! every device interrupt, so the packet that brings a request makes the
-//! event loop, now ready, take the CPU from a check in progress (round
-//! robin among equal priorities). The check goes on when the loop waits
-//! again or at the next interrupt. Yielding between slices of a region was
-//! tried and dropped: under saturating load a check then took 2.4 s instead
-//! of 60 ms (the loop is always ready, so each yield gave it the CPU until
-//! the next interrupt) and throughput was no better.
+//! A check does not stall requests. With more than one vCPU (vigil-dom0's
+//! default is two), the watchdog thread runs alone on the last one
+//! ([`crate::vcpu`]) and the event loop on vCPU 0 never waits for it. With
+//! one vCPU, the watchdog thread has the event loop's priority: Hermit
+//! reschedules after every device interrupt, so the packet that brings a
+//! request makes the event loop, now ready, take the CPU from a check in
+//! progress (round robin among equal priorities). The check goes on when the
+//! loop waits again or at the next interrupt. Yielding between slices of a
+//! region was tried and dropped: under saturating load a check then took
+//! 2.4 s instead of 60 ms (the loop is always ready, so each yield gave it
+//! the CPU until the next interrupt) and throughput was no better.
 //!
 //! What happens on a mismatch is the sealed [`Reaction`]: every reaction
 //! records it (counters, the first violation, the console); `degrade` also
@@ -26,7 +28,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,7 +37,9 @@ use vigil_core::v1::config::LogLevel;
 use vigil_core::v1::refblock::{MAX_REGIONS, Reaction, Region, RegionName, Sealed};
 use vigil_core::v1::report::{RegionDigest, Verdict};
 
+use crate::console_line;
 use crate::log::Logger;
+use crate::vcpu::{self, Placement};
 
 /// When the first check starts (or after one interval, if that is shorter):
 /// after the service is up, so that the boot does not wait for it.
@@ -74,7 +78,7 @@ pub type Halt = Box<dyn Fn(&str) + Send + Sync>;
 /// (on Hermit, exiting the service shuts the guest down).
 pub fn halt_guest() -> Halt {
     Box::new(|message| {
-        eprintln!("vigil-watchdog: HALT: {message}");
+        console_line!("vigil-watchdog: HALT: {message}");
         std::process::exit(HALT_EXIT_STATUS);
     })
 }
@@ -167,6 +171,8 @@ pub struct Shared {
     degraded: AtomicBool,
     stop: AtomicBool,
     busy_ns: AtomicU64,
+    /// The vCPU the watchdog thread runs on, where known (in the image).
+    vcpu: OnceLock<usize>,
 }
 
 impl fmt::Debug for Shared {
@@ -194,6 +200,11 @@ impl Shared {
     /// The load offset the regions were moved by.
     pub fn load_offset(&self) -> u64 {
         self.load_offset
+    }
+
+    /// The vCPU the watchdog thread runs on (known in the image only).
+    pub fn vcpu(&self) -> Option<usize> {
+        self.vcpu.get().copied()
     }
 
     /// Time since the watchdog started (with the service).
@@ -273,6 +284,7 @@ impl Watchdog {
             degraded: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             busy_ns: AtomicU64::new(0),
+            vcpu: OnceLock::new(),
         });
         let worker = Worker {
             shared: Arc::clone(&shared),
@@ -281,13 +293,15 @@ impl Watchdog {
             halt,
             reported: None,
         };
-        let thread = thread::Builder::new()
-            .name("vigil-watchdog".into())
-            .stack_size(64 << 10)
-            .spawn(move || worker.run())?;
+        let spawned = vcpu::spawn("vigil-watchdog", 64 << 10, Placement::Watchdog, move || {
+            worker.run();
+        })?;
+        if let Some(vcpu) = spawned.vcpu {
+            let _ = shared.vcpu.set(vcpu);
+        }
         Ok(Self {
             shared,
-            thread: Some(thread),
+            thread: spawned.handle,
         })
     }
 
@@ -433,7 +447,7 @@ impl<M: Memory> Worker<M> {
         }
         for (i, watched) in self.shared.regions().enumerate() {
             if mismatched & (1 << i) != 0 {
-                eprintln!(
+                console_line!(
                     "vigil-watchdog: region `{}` at {:#x} ({} bytes) does not match its seal: sha256 {} (sealed {})",
                     watched.sealed.name.as_str(),
                     watched.address,
@@ -445,9 +459,9 @@ impl<M: Memory> Worker<M> {
         }
         let Some(violation) = first else { return };
         match self.shared.sealed.reaction {
-            Reaction::Log => eprintln!("vigil-watchdog: {violation}; reaction: log"),
+            Reaction::Log => console_line!("vigil-watchdog: {violation}; reaction: log"),
             Reaction::Degrade => {
-                eprintln!("vigil-watchdog: {violation}; reaction: degrade (503 until reboot)");
+                console_line!("vigil-watchdog: {violation}; reaction: degrade (503 until reboot)");
             }
             Reaction::Halt => (self.halt)(&violation.to_string()),
         }

@@ -218,6 +218,7 @@ impl Serialize for StatusBody<'_> {
                 unix_ms: v.at_unix_ms,
             }),
             load_offset: Address(watchdog.load_offset()),
+            vcpu: watchdog.vcpu(),
             report_key: self.report_key,
             regions: &regions,
         }
@@ -243,6 +244,8 @@ struct Status<'a> {
     last_check: Option<LastCheck>,
     first_violation: Option<FirstViolation>,
     load_offset: Address,
+    /// The vCPU the watchdog runs on (null where unknown: host tests).
+    vcpu: Option<usize>,
     report_key: bool,
     regions: &'a [RegionStatus<'a>],
 }

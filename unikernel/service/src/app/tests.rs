@@ -548,6 +548,7 @@ mod integrity {
         assert_eq!(body["degraded"], false);
         assert_eq!(body["report_key"], false);
         assert_eq!(body["load_offset"], "0x200000");
+        assert!(body["vcpu"].is_null(), "host threads have no fixed vCPU");
         assert!(body["checks"].as_u64().unwrap() >= 1);
         assert!(body["first_violation"].is_null());
         assert!(body["last_check"]["duration_us"].is_u64());

@@ -13,12 +13,12 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread;
 
 use mio::net::TcpStream;
 use vigil_core::v1::config::LogLevel;
 
 use crate::log::Logger;
+use crate::vcpu::{self, Placement};
 
 /// Closing threads.
 const THREADS: usize = 16;
@@ -61,10 +61,11 @@ impl Closer {
         let mut started = 0;
         for _ in 0..THREADS {
             let queue = Arc::clone(&shared);
-            let spawned = thread::Builder::new()
-                .name("vigil-closer".into())
-                .stack_size(STACK_SIZE)
-                .spawn(move || close_queued(&queue));
+            // On vCPU 0 with the event loop, as before there was a second
+            // vCPU: closing polls the network, which is the loop's core's job.
+            let spawned = vcpu::spawn("vigil-closer", STACK_SIZE, Placement::Service, move || {
+                close_queued(&queue);
+            });
             match spawned {
                 Ok(_) => started += 1,
                 Err(error) => {
