@@ -428,14 +428,14 @@ fn measure_throughput(
     })
 }
 
+/// Requests/s of each run.
+fn per_second(runs: &[LoadResult]) -> Vec<f64> {
+    runs.iter().map(|r| r.requests_per_second).collect()
+}
+
 /// Median requests/s of `runs`.
 fn rate(runs: &[LoadResult]) -> f64 {
-    median(
-        &runs
-            .iter()
-            .map(|r| r.requests_per_second)
-            .collect::<Vec<_>>(),
-    )
+    median(&per_second(runs))
 }
 
 /// CPU seconds (user + system) process `pid` has used; NaN if unreadable.
@@ -482,10 +482,7 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
         report.load_average.0, report.load_average.1, report.region_bytes, report.interval_ms,
     );
     for t in &report.throughput {
-        let rates = |runs: &[LoadResult]| -> Vec<f64> {
-            runs.iter().map(|r| r.requests_per_second).collect()
-        };
-        let (on, off) = (rates(&t.on), rates(&t.off));
+        let (on, off) = (per_second(&t.on), per_second(&t.off));
         out += &format!(
             "| {} | {} | {:.0} ({:.0}) | {:.0} ({:.0}) | **{:.3}** ({:+.1} %) |\n",
             t.vcpus,
@@ -500,19 +497,11 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
     }
     out += "\nTarget: loss < 1 % at the default interval. All runs (requests/s):\n\n";
     for t in &report.throughput {
-        let rates = |runs: &[LoadResult]| -> String {
-            list(
-                &runs
-                    .iter()
-                    .map(|r| r.requests_per_second)
-                    .collect::<Vec<_>>(),
-            )
-        };
         out += &format!(
             "- {} vCPU: on {}; off {}\n",
             t.vcpus,
-            rates(&t.on),
-            rates(&t.off)
+            list(&per_second(&t.on)),
+            list(&per_second(&t.off))
         );
     }
     out += "\n## Time per full scan\n\n\

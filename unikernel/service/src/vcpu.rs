@@ -37,31 +37,30 @@ pub fn count() -> usize {
     thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// A started thread: joinable on the host; on Hermit, where it was started
-/// directly on its vCPU, not joinable (the image never joins its threads).
-#[derive(Debug)]
-pub struct Spawned {
-    /// The handle, where there is one.
-    pub handle: Option<JoinHandle<()>>,
-    /// The vCPU it runs on, where that is known (Hermit).
-    pub vcpu: Option<usize>,
+/// The vCPU a thread placed as `placement` runs on: known on Hermit only
+/// (host threads go wherever the host schedules them).
+pub fn placed(placement: Placement) -> Option<usize> {
+    cfg!(target_os = "hermit").then(|| placement.vcpu(count()))
 }
 
 /// Starts `body` on a thread named `name` with a stack of `stack_size`
-/// bytes, placed as `placement` says.
-pub fn spawn<F>(name: &str, stack_size: usize, placement: Placement, body: F) -> io::Result<Spawned>
+/// bytes, placed as `placement` says. Returns the handle on the host; on
+/// Hermit, where the thread is started directly on its vCPU, there is none
+/// (the image never joins its threads).
+pub fn spawn<F>(
+    name: &str,
+    stack_size: usize,
+    placement: Placement,
+    body: F,
+) -> io::Result<Option<JoinHandle<()>>>
 where
     F: FnOnce() + Send + 'static,
 {
     #[cfg(target_os = "hermit")]
     {
         let _ = name;
-        let vcpu = placement.vcpu(count());
-        hermit::spawn_on(vcpu, stack_size, Box::new(body))?;
-        Ok(Spawned {
-            handle: None,
-            vcpu: Some(vcpu),
-        })
+        hermit::spawn_on(placement.vcpu(count()), stack_size, Box::new(body))?;
+        Ok(None)
     }
     #[cfg(not(target_os = "hermit"))]
     {
@@ -70,10 +69,7 @@ where
             .name(name.into())
             .stack_size(stack_size)
             .spawn(body)?;
-        Ok(Spawned {
-            handle: Some(handle),
-            vcpu: None,
-        })
+        Ok(Some(handle))
     }
 }
 
@@ -139,11 +135,16 @@ mod tests {
     #[test]
     fn a_spawned_thread_runs_its_body() {
         let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = spawn("vcpu-test", 64 << 10, Placement::Watchdog, move || {
+        let handle = spawn("vcpu-test", 64 << 10, Placement::Watchdog, move || {
             tx.send(7).unwrap();
         })
         .unwrap();
         assert_eq!(rx.recv().unwrap(), 7);
-        spawned.handle.unwrap().join().unwrap();
+        handle.unwrap().join().unwrap();
+        assert_eq!(
+            placed(Placement::Watchdog),
+            None,
+            "host threads have no fixed vCPU"
+        );
     }
 }

@@ -28,7 +28,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -172,7 +172,7 @@ pub struct Shared {
     stop: AtomicBool,
     busy_ns: AtomicU64,
     /// The vCPU the watchdog thread runs on, where known (in the image).
-    vcpu: OnceLock<usize>,
+    vcpu: Option<usize>,
 }
 
 impl fmt::Debug for Shared {
@@ -204,7 +204,7 @@ impl Shared {
 
     /// The vCPU the watchdog thread runs on (known in the image only).
     pub fn vcpu(&self) -> Option<usize> {
-        self.vcpu.get().copied()
+        self.vcpu
     }
 
     /// Time since the watchdog started (with the service).
@@ -284,7 +284,7 @@ impl Watchdog {
             degraded: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             busy_ns: AtomicU64::new(0),
-            vcpu: OnceLock::new(),
+            vcpu: vcpu::placed(Placement::Watchdog),
         });
         let worker = Worker {
             shared: Arc::clone(&shared),
@@ -293,16 +293,10 @@ impl Watchdog {
             halt,
             reported: None,
         };
-        let spawned = vcpu::spawn("vigil-watchdog", 64 << 10, Placement::Watchdog, move || {
+        let thread = vcpu::spawn("vigil-watchdog", 64 << 10, Placement::Watchdog, move || {
             worker.run();
         })?;
-        if let Some(vcpu) = spawned.vcpu {
-            let _ = shared.vcpu.set(vcpu);
-        }
-        Ok(Self {
-            shared,
-            thread: spawned.handle,
-        })
+        Ok(Self { shared, thread })
     }
 
     /// The state shared with the service.
