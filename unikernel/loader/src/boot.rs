@@ -184,6 +184,13 @@ static PARAMS: BootCell<BootParams> = BootCell::new(BootParams::empty());
 static PAGE_TABLES: BootCell<PageTables> = BootCell::new(PageTables::new());
 static RAW_BOOT_INFO: BootCell<MaybeUninit<RawBootInfo>> = BootCell::new(MaybeUninit::uninit());
 
+/// The ACPI RSDP's size from ACPI 2.0 on (ACPI 1.0's is the first 20 bytes).
+const RSDP_SIZE: usize = 36;
+#[repr(C, align(16))]
+struct Rsdp([u8; RSDP_SIZE]);
+/// A copy of the RSDP, where the kernel can read it (see `copy_rsdp`).
+static RSDP_COPY: BootCell<Rsdp> = BootCell::new(Rsdp([0; RSDP_SIZE]));
+
 #[repr(C, align(4096))]
 struct Stack([u8; KERNEL_STACK_SIZE]);
 static KERNEL_STACK: BootCell<Stack> = BootCell::new(Stack([0; KERNEL_STACK_SIZE]));
@@ -375,6 +382,27 @@ fn loader_range() -> Range<u64> {
     start..end
 }
 
+/// Copies the ACPI RSDP at `rsdp` into the loader's image and returns the
+/// copy's address (0 for none).
+///
+/// Hermit reads the RSDP at the address it is given through the identity
+/// mapping of RAM, and maps the other ACPI tables itself (the RSDP holds
+/// only their physical addresses). Under QEMU the RSDP is in the BIOS area,
+/// inside the first 2 MiB, which is mapped; on Xen PVH it is with the other
+/// tables above RAM (0xfc008000), which is not, and Hermit faulted there. The
+/// copy lies below the kernel, in memory Hermit never reuses.
+fn copy_rsdp(rsdp: u64) -> u64 {
+    if rsdp == 0 {
+        return 0;
+    }
+    // SAFETY: first and only use of RSDP_COPY.
+    let copy = unsafe { RSDP_COPY.get_mut() };
+    if !IdentityMapped.read(rsdp, &mut copy.0) {
+        fail(&format_args!("the ACPI RSDP at {rsdp:#x} is not readable"));
+    }
+    copy.0.as_ptr() as u64
+}
+
 /// Called by the entry code with the physical address of `hvm_start_info`.
 #[unsafe(no_mangle)]
 extern "C" fn loader_main(start_info_addr: u32) -> ! {
@@ -445,7 +473,7 @@ extern "C" fn loader_main(start_info_addr: u32) -> ! {
     }
     wipe_seed(&mut seed);
 
-    let fdt = crate::fdt::build(ram, params.rsdp, params.cmdline())
+    let fdt = crate::fdt::build(ram, copy_rsdp(params.rsdp), params.cmdline())
         .unwrap_or_else(|err| fail(&format_args!("device tree: {err:?}")));
     let fdt = alloc::vec::Vec::leak(fdt);
 
