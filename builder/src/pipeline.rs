@@ -591,13 +591,26 @@ fn check_image(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks that `path` is an ELF with a Xen PVH entry note.
+/// Checks that `path` is an ELF32 x86 file with a Xen PVH entry note.
+///
+/// ELF32, because Debian's Xen device model is `qemu-system-i386`, whose ELF
+/// loader takes `EM_386` files only (docs/xen.md); QEMU's x86-64 system
+/// emulator and Xen's own PVH builder take it too.
 fn check_loader(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).map_err(BuildError::io("reading", path))?;
     let file = object::File::parse(&*bytes).map_err(|_| BuildError::BadArtifact {
         path: path.to_owned(),
         problem: "not an ELF file".into(),
     })?;
+    if file.format() != object::BinaryFormat::Elf
+        || file.is_64()
+        || file.architecture() != object::Architecture::I386
+    {
+        return Err(BuildError::BadArtifact {
+            path: path.to_owned(),
+            problem: "not an ELF32 x86 (EM_386) file, which Xen's HVM device model needs".into(),
+        });
+    }
     let note = file
         .section_by_name(".note.Xen")
         .and_then(|s| s.data().ok());
@@ -769,11 +782,17 @@ pub fn build(options: &BuildOptions) -> Result<(BuildInfo, PathBuf)> {
         hermit_lib_dir: None,
     }
     .run(&paths, &toolchain, options.quiet)?;
-    let loader = loader_target
+    let linked = loader_target
         .join(KERNEL_TARGET)
         .join("release")
         .join("vigil-loader");
-    expect_file(&loader)?;
+    expect_file(&linked)?;
+    // The same bytes in an ELF32 container: the code is 32-bit at its entry
+    // and switches to long mode itself, and every address is below 4 GiB.
+    let loader = loader_target.join("vigil-loader.elf32");
+    let mut objcopy = Command::new(toolchain.llvm_tool("llvm-objcopy")?);
+    objcopy.args(["-O", "elf32-i386"]).arg(&linked).arg(&loader);
+    run_step("converting the loader to ELF32", &mut objcopy)?;
     check_loader(&loader)?;
     progress.done(t, "");
 

@@ -18,7 +18,7 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -393,6 +393,7 @@ fn launch_in(
             &report_public,
             *pvh,
             bridge,
+            cancel,
         );
     }
     let image_info = BootImage {
@@ -553,7 +554,9 @@ fn measure(
 }
 
 /// The Xen path of steps 3 and 4: measure, write the xl.cfg (the per-boot
-/// initrd as its ramdisk), `xl create`, delete the initrd, record.
+/// initrd as its ramdisk), `xl create`, delete the initrd, wait for the
+/// guest to come up ([`wait_xen_guest`]), record. A guest that does not come
+/// up is destroyed, and its swtpm stopped.
 #[allow(clippy::too_many_arguments)]
 fn launch_xen(
     options: &LaunchOptions,
@@ -563,6 +566,7 @@ fn launch_xen(
     report_public: &[u8; 32],
     pvh: bool,
     bridge: &str,
+    cancel: &AtomicBool,
 ) -> Result<DomainRecord> {
     let manifest = &verified.manifest;
     let domain_dir =
@@ -587,22 +591,152 @@ fn launch_xen(
     )?;
     let cfg_path = domain_dir.join("xl.cfg");
     crate::xen::write(&config, &cfg_path)?;
+    let started = Instant::now();
     let created = crate::xen::create(&cfg_path);
     // xl has read the ramdisk into the domain (or failed): the key file goes.
     let _ = fs::remove_file(initrd);
     created?;
-    let record = DomainRecord {
-        backend: "xen".into(),
-        accel: if pvh {
-            "xen-pvh".into()
+    // From here on, a failure destroys the domain; dropping `vtpm` stops
+    // the swtpm, and `launch` removes what the launch made.
+    let up = wait_xen_guest(
+        &options.name,
+        &domain_dir.join("console.log"),
+        pvh,
+        service_port(&manifest.kernel_cmdline),
+        options.boot_timeout,
+        cancel,
+    )
+    .and_then(|up| {
+        let record = DomainRecord {
+            backend: "xen".into(),
+            accel: if pvh {
+                "xen-pvh".into()
+            } else {
+                "xen-hvm".into()
+            },
+            url: up.url,
+            boot_seconds: up.since.duration_since(started).as_secs_f64(),
+            ..measured_record(options, verified, report_public, pcrs, &vtpm)
+        };
+        write_record(&domain_dir, &record)?;
+        Ok(record)
+    });
+    match up {
+        Ok(record) => {
+            vtpm.detach();
+            Ok(record)
+        }
+        Err(err) => {
+            crate::xen::destroy(&options.name);
+            drop(vtpm);
+            Err(err)
+        }
+    }
+}
+
+/// A Xen guest that came up: where its service answers, and since when.
+struct XenUp {
+    /// `http://<address>:<port>/` (HVM), or empty (PVH: no network).
+    url: String,
+    /// When the sign of life was seen.
+    since: Instant,
+}
+
+/// How often the Xen backend looks at a booting guest.
+const XEN_POLL: Duration = Duration::from_millis(500);
+
+/// Waits for a Xen guest to come up, until `timeout`:
+/// - HVM: its console (COM1, in `console`) says the service listens and
+///   which address DHCP gave it, and `GET /healthz` there answers 200;
+/// - PVH: its console (Xen's debug console, from `xl dmesg`, copied to
+///   `console`) says the service listens. A PVH guest has no network.
+///
+/// Fails as soon as the domain is gone or its console shows a panic or a
+/// loader error.
+fn wait_xen_guest(
+    name: &str,
+    console: &Path,
+    pvh: bool,
+    port: u16,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> Result<XenUp> {
+    use crate::xen::{XenError, console_signs, last_lines};
+    let started = Instant::now();
+    let domid = crate::xen::domid(name);
+    let read_console = || -> String {
+        if pvh {
+            let text = domid
+                .map(|domid| crate::xen::debug_console_lines(&crate::xen::dmesg(), domid))
+                .unwrap_or_default();
+            let _ = fs::write(console, &text);
+            text
         } else {
-            "xen-hvm".into()
-        },
-        ..measured_record(options, verified, report_public, pcrs, &vtpm)
+            String::from_utf8_lossy(&fs::read(console).unwrap_or_default()).into_owned()
+        }
     };
-    write_record(&domain_dir, &record)?;
-    vtpm.detach();
-    Ok(record)
+    loop {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(LaunchError::Interrupted);
+        }
+        let text = read_console();
+        let signs = console_signs(&text);
+        if let Some(failure) = signs.failure {
+            return Err(XenError::GuestFailed {
+                name: name.into(),
+                failure,
+                console: last_lines(&text, 20),
+            }
+            .into());
+        }
+        if signs.listening {
+            if pvh {
+                return Ok(XenUp {
+                    url: String::new(),
+                    since: Instant::now(),
+                });
+            }
+            if let Some(address) = signs.address {
+                let addr = std::net::SocketAddr::from((address, port));
+                if let Some(at) = crate::health::probe_at(addr, Duration::from_secs(2)) {
+                    return Ok(XenUp {
+                        url: format!("http://{address}:{port}/"),
+                        since: at,
+                    });
+                }
+            }
+        }
+        if crate::xen::domid(name).is_none() {
+            return Err(XenError::GuestStopped {
+                name: name.into(),
+                console: last_lines(&read_console(), 20),
+            }
+            .into());
+        }
+        if started.elapsed() > timeout {
+            let waiting_for = match (signs.listening, signs.address) {
+                (false, _) if pvh && text.is_empty() => "nothing on its console (a PVH guest \
+                    writes to Xen's debug console, which `xl dmesg` shows only when Xen runs \
+                    with guest_loglvl=all)"
+                    .to_owned(),
+                (false, _) => format!("no \"{}\" on its console", crate::accel::READY_LINE),
+                (true, None) => "no address from DHCP on its console (is there a DHCP \
+                    server on the bridge?)"
+                    .to_owned(),
+                (true, Some(address)) => {
+                    format!("no answer to GET http://{address}:{port}/healthz from this host")
+                }
+            };
+            return Err(XenError::BootTimeout {
+                name: name.into(),
+                seconds: timeout.as_secs(),
+                waiting_for,
+                console: last_lines(&text, 20),
+            }
+            .into());
+        }
+        std::thread::sleep(XEN_POLL);
+    }
 }
 
 /// The xl.cfg values for a domain whose verified copy is in

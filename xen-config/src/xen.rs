@@ -17,6 +17,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -199,6 +200,39 @@ pub enum XenError {
         /// What it said.
         stderr: String,
     },
+    /// The domain went away while it booted (it powered off or crashed;
+    /// both destroy it).
+    #[error("the Xen domain {name} stopped while it booted{}", tail(.console))]
+    GuestStopped {
+        /// The domain.
+        name: String,
+        /// The last lines of its console.
+        console: String,
+    },
+    /// The guest's console reported a failure (a kernel panic, a loader
+    /// error); the domain was destroyed.
+    #[error("the Xen domain {name} failed to boot: {failure}{}", tail(.console))]
+    GuestFailed {
+        /// The domain.
+        name: String,
+        /// The console line that says so.
+        failure: String,
+        /// The last lines of its console.
+        console: String,
+    },
+    /// The guest gave no sign of a working service in time; the domain was
+    /// destroyed.
+    #[error("the Xen domain {name} did not come up within {seconds} s: {waiting_for}{}", tail(.console))]
+    BootTimeout {
+        /// The domain.
+        name: String,
+        /// The time limit.
+        seconds: u64,
+        /// What was still missing.
+        waiting_for: String,
+        /// The last lines of its console.
+        console: String,
+    },
     /// Reading, writing or running something failed.
     #[error("{action} {path}")]
     Io {
@@ -226,7 +260,10 @@ impl XenError {
             | Self::BadMac { .. } => exit::BAD_INPUT,
             Self::Template { .. } => exit::INTERNAL,
             Self::MissingXl { .. } | Self::NotXenHost { .. } => exit::MISSING,
-            Self::CreateFailed { .. } => exit::BOOT_FAILED,
+            Self::CreateFailed { .. }
+            | Self::GuestStopped { .. }
+            | Self::GuestFailed { .. }
+            | Self::BootTimeout { .. } => exit::BOOT_FAILED,
             Self::Io { .. } => exit::HOST,
         }
     }
@@ -511,9 +548,178 @@ pub fn create(config: &Path) -> Result<(), XenError> {
     })
 }
 
+fn tail(console: &str) -> String {
+    if console.trim().is_empty() {
+        "; its console is empty".into()
+    } else {
+        format!("; last console lines:\n{console}")
+    }
+}
+
+/// What a guest's console says about its boot so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsoleSigns {
+    /// The service said that it listens.
+    pub listening: bool,
+    /// The address Hermit last took by DHCP (its `IP address:` line).
+    pub address: Option<Ipv4Addr>,
+    /// The line that says the guest failed: a kernel panic (with the line
+    /// after it, which holds the message) or a loader error.
+    pub failure: Option<String>,
+}
+
+/// Reads the signs of life (and of death) in a guest's console output.
+pub fn console_signs(console: &str) -> ConsoleSigns {
+    let mut signs = ConsoleSigns::default();
+    let lines: Vec<String> = console.lines().map(strip_ansi).collect();
+    for (index, line) in lines.iter().enumerate() {
+        if line.contains(crate::accel::READY_LINE) {
+            signs.listening = true;
+        }
+        if let Some((_, rest)) = line.split_once("IP address:") {
+            let address = rest.split_whitespace().next().unwrap_or_default();
+            let address = address.split('/').next().unwrap_or_default();
+            if let Ok(address) = address.parse() {
+                signs.address = Some(address);
+            }
+        }
+        if signs.failure.is_none() {
+            if line.contains("[PANIC]") {
+                let next = lines.get(index + 1).map(String::as_str).unwrap_or_default();
+                signs.failure = Some(format!("{} {}", line.trim(), next.trim()).trim().to_owned());
+            } else if line.contains("[loader] error:") {
+                signs.failure = Some(line.trim().to_owned());
+            }
+        }
+    }
+    signs
+}
+
+/// `text` without ANSI escape sequences (Hermit colours its log levels).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The last `lines` lines of `text`.
+pub fn last_lines(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// What domain `domid` wrote to Xen's debug console (I/O port 0xe9), from
+/// Xen's console ring as `xl dmesg` prints it: Xen prefixes each of the
+/// guest's lines with `(d<domid>) `. Xen keeps them only when it runs with
+/// `guest_loglvl=all` (they are `XENLOG_G_DEBUG`).
+pub fn debug_console_lines(dmesg: &str, domid: u32) -> String {
+    let prefix = format!("(d{domid}) ");
+    let mut out = String::new();
+    for line in dmesg.lines() {
+        if let Some((_, text)) = line.split_once(&prefix) {
+            out.push_str(text);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Runs `xl` with `args`; its standard output if it succeeded.
+fn xl_output(args: &[&str]) -> Option<String> {
+    let output = Command::new("xl")
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The id of the Xen domain `name`, if it exists (`xl domid`).
+pub fn domid(name: &str) -> Option<u32> {
+    xl_output(&["domid", name])?.trim().parse().ok()
+}
+
+/// Xen's console ring (`xl dmesg`), or nothing if `xl` fails.
+pub fn dmesg() -> String {
+    xl_output(&["dmesg"]).unwrap_or_default()
+}
+
+/// Destroys the Xen domain `name` (`xl destroy`), if it exists.
+pub fn destroy(name: &str) {
+    if domid(name).is_some() {
+        let _ = xl_output(&["destroy", name]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_signs_of_a_booting_guest() {
+        let console = "[0][\u{1b}[32mINFO\u{1b}[0m] DHCP config acquired!\n\
+                       [0][\u{1b}[32mINFO\u{1b}[0m] IP address:      10.0.5.10/24\n\
+                       vigil-service: listening on port 8080\n";
+        assert_eq!(
+            console_signs(console),
+            ConsoleSigns {
+                listening: true,
+                address: Some(Ipv4Addr::new(10, 0, 5, 10)),
+                failure: None,
+            }
+        );
+        assert_eq!(
+            console_signs("Welcome to Hermit\n"),
+            ConsoleSigns::default()
+        );
+    }
+
+    #[test]
+    fn console_signs_of_a_failed_guest() {
+        let panic = "[0][INFO] IOAPIC v17 has 48 entries\n\
+                     [0][PANIC] panicked at src/arch/x86_64/kernel/apic.rs:600:5:\n\
+                     assertion failed: irq <= 24\n";
+        assert_eq!(
+            console_signs(panic).failure.as_deref(),
+            Some(
+                "[0][PANIC] panicked at src/arch/x86_64/kernel/apic.rs:600:5: assertion failed: irq <= 24"
+            )
+        );
+        let loader = "[loader] error: no room for the kernel\n";
+        assert_eq!(
+            console_signs(loader).failure.as_deref(),
+            Some("[loader] error: no room for the kernel")
+        );
+    }
+
+    #[test]
+    fn debug_console_keeps_one_domains_lines() {
+        let dmesg = "(XEN) HVM: SVM enabled\n\
+                     (XEN) (d3) Welcome to Hermit\n\
+                     (XEN) (d13) another guest\n\
+                     (XEN) [  12.5] (d3) vigil-service: listening on port 8080\n";
+        assert_eq!(
+            debug_console_lines(dmesg, 3),
+            "Welcome to Hermit\nvigil-service: listening on port 8080\n"
+        );
+    }
 
     #[test]
     fn quoting_escapes_backslash_and_double_quote_only() {

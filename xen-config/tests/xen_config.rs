@@ -220,6 +220,7 @@ fn expected(config: &XenConfig) -> Vec<(&'static str, Read, Value)> {
             keys.extend([
                 ("type", Read::S, s("hvm")),
                 ("device_model_version", Read::S, s("qemu-xen")),
+                ("xen_platform_pci", Read::N, Value::Num(0)),
                 ("vif", Read::L, Value::List(vec![vif])),
                 (
                     "serial",

@@ -11,7 +11,7 @@ use core::cell::UnsafeCell;
 use core::fmt::Write;
 use core::mem::MaybeUninit;
 use core::ops::Range;
-use core::sync::atomic::{AtomicUsize, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering, compiler_fence};
 
 use hermit_entry::boot_info::{
     BootInfo, DeviceTreeAddress, HardwareInfo, PlatformInfo, RawBootInfo, SerialPortBase,
@@ -27,6 +27,14 @@ use crate::start_info::{self, BootParams, PhysMem};
 
 /// COM1, where QEMU's `-serial` and Xen's HVM serial are.
 const COM1: u16 = 0x3f8;
+/// Xen's debug console port (`XEN_HVM_DEBUGCONS_IOPORT`): a line written
+/// there goes to Xen's console (`xl dmesg`, shown when Xen runs with
+/// `guest_loglvl=all`). The console of a PVH guest, which has no COM1. Only
+/// ever written: Xen 4.17 fails a read of it.
+const XEN_DEBUG_CONSOLE: u16 = 0xe9;
+/// Where the console goes: COM1, or [`XEN_DEBUG_CONSOLE`] where there is no
+/// COM1 (set once, by [`choose_console`]).
+static CONSOLE_PORT: AtomicU16 = AtomicU16::new(COM1);
 /// The boot stack the kernel expects (its `KERNEL_STACK_SIZE`).
 const KERNEL_STACK_SIZE: usize = 0x8000;
 /// Heap for the device tree and the ELF loader's bookkeeping.
@@ -42,7 +50,7 @@ global_asm!(
     .section .note.Xen, "a", @note
     .balign 4
     .long 4                     /* namesz: "Xen\0" */
-    .long 8                     /* descsz: an address, 8 bytes in ELF64 */
+    .long 8                     /* descsz: 8 bytes, also in the ELF32 copy (Xen and QEMU read the low 4) */
     .long 18                    /* XEN_ELFNOTE_PHYS32_ENTRY */
     .asciz "Xen"
     .balign 4
@@ -176,6 +184,13 @@ static PARAMS: BootCell<BootParams> = BootCell::new(BootParams::empty());
 static PAGE_TABLES: BootCell<PageTables> = BootCell::new(PageTables::new());
 static RAW_BOOT_INFO: BootCell<MaybeUninit<RawBootInfo>> = BootCell::new(MaybeUninit::uninit());
 
+/// The ACPI RSDP's size from ACPI 2.0 on (ACPI 1.0's is the first 20 bytes).
+const RSDP_SIZE: usize = 36;
+#[repr(C, align(16))]
+struct Rsdp([u8; RSDP_SIZE]);
+/// A copy of the RSDP, where the kernel can read it (see `copy_rsdp`).
+static RSDP_COPY: BootCell<Rsdp> = BootCell::new(Rsdp([0; RSDP_SIZE]));
+
 #[repr(C, align(4096))]
 struct Stack([u8; KERNEL_STACK_SIZE]);
 static KERNEL_STACK: BootCell<Stack> = BootCell::new(Stack([0; KERNEL_STACK_SIZE]));
@@ -200,18 +215,68 @@ impl PhysMem for IdentityMapped {
     }
 }
 
-/// The console on COM1.
+/// The console: COM1, or Xen's debug console port.
 struct Console;
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        // SAFETY: COM1 is a 16550 UART at this I/O port on every x86 PC and
-        // under Xen HVM; on PVH without one the writes go nowhere.
-        let mut port = unsafe { SerialPort::new(COM1) };
+        let port = CONSOLE_PORT.load(Ordering::Relaxed);
+        if port == XEN_DEBUG_CONSOLE {
+            for byte in s.bytes() {
+                // SAFETY: writing Xen's debug console port has no effect
+                // besides the console line (and none where it is absent).
+                unsafe { outb(XEN_DEBUG_CONSOLE, byte) };
+            }
+            return Ok(());
+        }
+        // SAFETY: `choose_console` found a UART at COM1.
+        let mut port = unsafe { SerialPort::new(port) };
         for byte in s.bytes() {
             port.send(byte);
         }
         Ok(())
+    }
+}
+
+/// Writes `value` to the I/O port `port`.
+///
+/// # Safety
+/// The port must be one whose writes have no effect beyond the device's.
+unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: the caller's promise.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack)) };
+}
+
+/// Reads the I/O port `port`.
+///
+/// # Safety
+/// The port must be one whose reads have no side effect.
+unsafe fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: the caller's promise.
+    unsafe { asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack)) };
+    value
+}
+
+/// Chooses the console port: COM1 if a 16550 answers there, else Xen's
+/// debug console port. A UART's scratch register (base + 7) keeps what is
+/// written to it; a Xen PVH guest has no UART, and there every port without
+/// a device reads as 0xff.
+fn choose_console() {
+    let scratch = COM1 + 7;
+    let present = [0x5a_u8, 0xa5].iter().all(|&probe| {
+        // SAFETY: the scratch register has no function besides holding a
+        // byte; where there is no UART the port is unused.
+        unsafe {
+            outb(scratch, probe);
+            inb(scratch) == probe
+        }
+    });
+    if present {
+        // SAFETY: a 16550 answered at COM1.
+        unsafe { SerialPort::new(COM1) }.init();
+    } else {
+        CONSOLE_PORT.store(XEN_DEBUG_CONSOLE, Ordering::Relaxed);
     }
 }
 
@@ -317,11 +382,31 @@ fn loader_range() -> Range<u64> {
     start..end
 }
 
+/// Copies the ACPI RSDP at `rsdp` into the loader's image and returns the
+/// copy's address (0 for none).
+///
+/// Hermit reads the RSDP at the address it is given through the identity
+/// mapping of RAM, and maps the other ACPI tables itself (the RSDP holds
+/// only their physical addresses). Under QEMU the RSDP is in the BIOS area,
+/// inside the first 2 MiB, which is mapped; on Xen PVH it is with the other
+/// tables above RAM (0xfc008000), which is not, and Hermit faulted there. The
+/// copy lies below the kernel, in memory Hermit never reuses.
+fn copy_rsdp(rsdp: u64) -> u64 {
+    if rsdp == 0 {
+        return 0;
+    }
+    // SAFETY: first and only use of RSDP_COPY.
+    let copy = unsafe { RSDP_COPY.get_mut() };
+    if !IdentityMapped.read(rsdp, &mut copy.0) {
+        fail(&format_args!("the ACPI RSDP at {rsdp:#x} is not readable"));
+    }
+    copy.0.as_ptr() as u64
+}
+
 /// Called by the entry code with the physical address of `hvm_start_info`.
 #[unsafe(no_mangle)]
 extern "C" fn loader_main(start_info_addr: u32) -> ! {
-    // SAFETY: COM1 exists on every target this loader boots on.
-    unsafe { SerialPort::new(COM1) }.init();
+    choose_console();
     let _ = log::set_logger(&Logger);
     log::set_max_level(log::LevelFilter::Warn);
 
@@ -388,14 +473,18 @@ extern "C" fn loader_main(start_info_addr: u32) -> ! {
     }
     wipe_seed(&mut seed);
 
-    let fdt = crate::fdt::build(ram, params.rsdp, params.cmdline())
+    let fdt = crate::fdt::build(ram, copy_rsdp(params.rsdp), params.cmdline())
         .unwrap_or_else(|err| fail(&format_args!("device tree: {err:?}")));
     let fdt = alloc::vec::Vec::leak(fdt);
 
     let boot_info = BootInfo {
         hardware_info: HardwareInfo {
             phys_addr_range: 0..ram_end(ram),
-            serial_port_base: SerialPortBase::new(COM1),
+            // Without COM1 (Xen PVH), Hermit's 16550 driver on Xen's debug
+            // port: the status register it polls reads 0xff ("ready"), its
+            // set-up writes go nowhere, and it never reads the data port
+            // without a serial interrupt, which cannot come.
+            serial_port_base: SerialPortBase::new(CONSOLE_PORT.load(Ordering::Relaxed)),
             device_tree: DeviceTreeAddress::new(fdt.as_ptr() as u64),
         },
         load_info: loaded.load_info,
