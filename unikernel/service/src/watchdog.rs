@@ -171,6 +171,10 @@ pub struct Shared {
     degraded: AtomicBool,
     stop: AtomicBool,
     busy_ns: AtomicU64,
+    /// Set while a check hashes (from its first byte to its last).
+    checking: AtomicBool,
+    /// Responses the service sent while `checking` was set.
+    answered_during_checks: AtomicU64,
     /// The vCPU the watchdog thread runs on, where known (in the image).
     vcpu: Option<usize>,
 }
@@ -238,6 +242,23 @@ impl Shared {
         Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed))
     }
 
+    /// Counts one response the service sent, if it was sent while a check
+    /// was hashing. Set against [`busy`](Self::busy) and the responses sent
+    /// in all, this shows whether checks slow the service down while they
+    /// run: the rate of responses during checks beside the rate outside
+    /// them, in one guest and one run (`vigil-bench watchdog`).
+    pub fn count_response(&self) {
+        if self.checking.load(Ordering::Relaxed) {
+            self.answered_during_checks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Responses counted by [`count_response`](Self::count_response) while
+    /// a check was hashing.
+    pub fn answered_during_checks(&self) -> u64 {
+        self.answered_during_checks.load(Ordering::Relaxed)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Snapshot> {
         // A panicking watchdog aborts the guest (panic = "abort"), so the
         // lock is never poisoned in the image; in tests, take the data anyway.
@@ -284,6 +305,8 @@ impl Watchdog {
             degraded: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             busy_ns: AtomicU64::new(0),
+            checking: AtomicBool::new(false),
+            answered_during_checks: AtomicU64::new(0),
             vcpu: vcpu::placed(Placement::Watchdog),
         });
         let worker = Worker {
@@ -347,6 +370,7 @@ impl<M: Memory> Worker<M> {
     }
 
     fn check(&mut self) {
+        self.shared.checking.store(true, Ordering::Relaxed);
         let began = Instant::now();
         let mut actual = [[0u8; 32]; MAX_REGIONS];
         let mut mismatched = 0u8;
@@ -360,6 +384,7 @@ impl<M: Memory> Worker<M> {
             }
         }
         let ended = Instant::now();
+        self.shared.checking.store(false, Ordering::Relaxed);
         let duration = ended - began;
         self.shared.busy_ns.fetch_add(
             u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX),

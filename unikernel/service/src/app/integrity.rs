@@ -42,6 +42,13 @@ impl Integrity {
         watchdog.snapshot().first_violation
     }
 
+    /// Counts a response sent (see [`Shared::count_response`]).
+    pub fn count_response(&self) {
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.count_response();
+        }
+    }
+
     /// The `/metrics` view.
     pub fn gauges(&self) -> Option<IntegrityGauges> {
         let watchdog = self.watchdog.as_ref()?;
@@ -54,6 +61,7 @@ impl Integrity {
             last_duration: snapshot.last.map(|c| c.duration),
             last_ended: snapshot.last.map(|c| c.ended),
             busy: watchdog.busy(),
+            answered_during_checks: watchdog.answered_during_checks(),
             interval: Duration::from_millis(watchdog.sealed().interval_ms.into()),
         })
     }

@@ -55,6 +55,8 @@ pub struct IntegrityGauges {
     pub last_ended: Option<Duration>,
     /// Time spent hashing since start.
     pub busy: Duration,
+    /// HTTP responses sent while a check was hashing.
+    pub answered_during_checks: u64,
     /// The sealed interval between checks.
     pub interval: Duration,
 }
@@ -63,7 +65,7 @@ impl IntegrityGauges {
     /// Writes the watchdog's metric families.
     fn render(&self, w: &mut impl io::Write) -> io::Result<()> {
         let seconds = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
-        let samples: [Sample<'_>; 8] = [
+        let samples: [Sample<'_>; 9] = [
             (
                 "vigil_integrity_checks_total",
                 "counter",
@@ -105,6 +107,12 @@ impl IntegrityGauges {
                 "counter",
                 "Time the watchdog spent hashing.",
                 &self.busy.as_secs_f64(),
+            ),
+            (
+                "vigil_integrity_responses_during_checks_total",
+                "counter",
+                "HTTP responses sent while a watchdog check was hashing.",
+                &self.answered_during_checks,
             ),
             (
                 "vigil_integrity_interval_seconds",

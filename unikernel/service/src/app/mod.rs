@@ -233,6 +233,7 @@ impl Handler for App {
         let status = response.status;
         response.write_to(out, request.method == Method::Head, request.persistence);
         self.metrics.record_request(route, status);
+        self.integrity.count_response();
         self.log.log(
             LogLevel::Debug,
             format_args!(
@@ -248,6 +249,7 @@ impl Handler for App {
         let status = problem.status();
         error(&mut self.body, status, &problem.message()).write_to(out, false, Persistence::Close);
         self.metrics.record_request(Route::Other, status);
+        self.integrity.count_response();
         self.log.log(
             LogLevel::Debug,
             format_args!(

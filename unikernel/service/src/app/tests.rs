@@ -570,6 +570,7 @@ mod integrity {
             "{metrics}"
         );
         assert!(metrics.contains("\nvigil_integrity_interval_seconds 0.02\n"));
+        assert!(metrics.contains("\nvigil_integrity_responses_during_checks_total "));
     }
 
     #[test]

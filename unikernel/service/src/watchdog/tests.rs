@@ -209,6 +209,52 @@ fn halt_calls_the_halt_action_with_the_violation() {
     assert!(!watchdog.shared().degraded());
 }
 
+/// Memory that counts a response (as the service would) each time a region
+/// is hashed, that is while a check is in progress.
+struct AnsweringMemory {
+    memory: TestMemory,
+    shared: Arc<std::sync::OnceLock<Arc<Shared>>>,
+}
+
+impl Memory for AnsweringMemory {
+    fn hash(&self, address: u64, len: usize, hasher: &mut Sha256) {
+        if let Some(shared) = self.shared.get() {
+            shared.count_response();
+        }
+        self.memory.hash(address, len, hasher);
+    }
+}
+
+#[test]
+fn responses_are_counted_during_checks_only() {
+    let (memory, sealed) = image();
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let answering = AnsweringMemory {
+        memory,
+        shared: Arc::clone(&cell),
+    };
+    let log = Logger::new(LogLevel::Error);
+    let watchdog = Watchdog::start(sealed, OFFSET, answering, log, never_halt()).unwrap();
+    let shared = watchdog.shared();
+    // Between checks (and before the first): not counted.
+    shared.count_response();
+    assert_eq!(shared.answered_during_checks(), 0);
+    cell.set(Arc::clone(&shared)).unwrap();
+    let before = shared.snapshot().checks;
+    wait_for(&shared, "three more checks", |s| s.checks >= before + 3);
+    drop(watchdog);
+    let checks = shared.snapshot().checks - before;
+    // Two regions hashed per check, one response counted during each; the
+    // check under way when the cell was set (if one was) counted 0 to 2.
+    let counted = shared.answered_during_checks();
+    assert!(
+        (2 * checks - 2..=2 * checks).contains(&counted),
+        "{counted} responses counted in {checks} checks"
+    );
+    shared.count_response();
+    assert_eq!(shared.answered_during_checks(), counted);
+}
+
 #[test]
 fn hex_is_lowercase_and_complete() {
     assert_eq!(Hex(&[0x00, 0xab, 0x0f]).to_string(), "00ab0f");
