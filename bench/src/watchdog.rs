@@ -236,32 +236,28 @@ impl Domain {
         format!("{}{}", self.record.url.trim_end_matches('/'), path)
     }
 
-    /// `/v1/integrity`, through curl (installed by scripts/install-deps).
-    fn integrity(&self) -> Result<serde_json::Value> {
+    /// The body of `GET path`, through curl (installed by scripts/install-deps).
+    fn get(&self, path: &str) -> Result<Vec<u8>> {
         let output = std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "5", &self.url("/v1/integrity")])
+            .args(["-sS", "--max-time", "5", &self.url(path)])
             .output()
             .context("running curl")?;
         ensure!(
             output.status.success(),
-            "curl: {}",
+            "curl {path}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        Ok(serde_json::from_slice(&output.stdout)?)
+        Ok(output.stdout)
+    }
+
+    /// `/v1/integrity`.
+    fn integrity(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&self.get("/v1/integrity")?)?)
     }
 
     /// The counters behind the in-guest cost measure, from `/metrics`.
     fn service_counters(&self) -> Result<ServiceCounters> {
-        let output = std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "5", &self.url("/metrics")])
-            .output()
-            .context("running curl")?;
-        ensure!(
-            output.status.success(),
-            "curl: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        ServiceCounters::parse(&String::from_utf8_lossy(&output.stdout))
+        ServiceCounters::parse(&String::from_utf8_lossy(&self.get("/metrics")?))
     }
 
     fn counter(&self, key: &str) -> Result<u64> {
@@ -508,11 +504,7 @@ fn measure_throughput(
             let domain = if watchdog { on } else { off };
             domain.resume()?;
             thread::sleep(Duration::from_secs(1));
-            let before = if watchdog {
-                Some(on.service_counters()?)
-            } else {
-                None
-            };
+            let before = watchdog.then(|| on.service_counters()).transpose()?;
             let result = wrk::run(&domain.url("/healthz"), &load)?;
             if let Some(before) = before {
                 on_windows.push(before.until(&on.service_counters()?));
