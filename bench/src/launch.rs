@@ -303,6 +303,7 @@ pub fn run(bench: &LaunchBench) -> Result<LaunchReport> {
         accel: measured_accel,
         memory_mib: MEMORY_MIB,
         cpus: 1,
+        watchdog_vcpu: vigil_dom0::sched::WatchdogVcpu::default(),
         boot_timeout: BOOT_TIMEOUT,
         backend: vigil_dom0::launch::Backend::Qemu,
     };

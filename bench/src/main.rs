@@ -132,6 +132,10 @@ enum Command {
         /// soak and the detection trials use the first.
         #[arg(long, value_delimiter = ',', default_values_t = [vigil_dom0::launch::DEFAULT_VCPUS, 1])]
         vcpus: Vec<u32>,
+        /// How the host schedules the watchdog's vCPU on both sides (as
+        /// `vigil-dom0 launch --watchdog-vcpu`).
+        #[arg(long, value_enum, default_value_t = vigil_dom0::sched::WatchdogVcpu::Idle)]
+        watchdog_vcpu: vigil_dom0::sched::WatchdogVcpu,
         /// Where the temporary directory (key, bundles, domains' state) is
         /// made; it is removed at the end.
         #[arg(long, default_value = "target")]
@@ -271,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
             trials,
             soak_seconds,
             vcpus,
+            watchdog_vcpu,
             work_dir,
             out,
             render,
@@ -295,6 +300,7 @@ fn run(cli: Cli) -> Result<()> {
                 soak_seconds,
                 work_dir,
                 vcpus,
+                watchdog_vcpu,
             };
             let machine = vigil_bench::machine_description();
             publish(

@@ -18,7 +18,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ use vigil_core::v1::refblock::Reaction;
 use vigil_dom0::accel::AccelChoice;
 use vigil_dom0::launch::{self, DomainRecord, LaunchOptions};
 use vigil_dom0::qmp::Qmp;
+use vigil_dom0::sched::WatchdogVcpu;
 
 /// The default interval (what `vigil-build seal` writes without options).
 const INTERVAL_MS: u32 = 1000;
@@ -59,6 +61,8 @@ pub struct WatchdogBench {
     /// The vCPU counts to measure throughput with; the no-false-positive
     /// run and the detection trials use the first.
     pub vcpus: Vec<u32>,
+    /// How the host schedules the watchdog's vCPU (both sides alike).
+    pub watchdog_vcpu: WatchdogVcpu,
 }
 
 /// The numbers.
@@ -72,8 +76,16 @@ pub struct WatchdogReport {
     pub throughput: Vec<Throughput>,
     /// The no-false-positive run, if made.
     pub soak: Option<Soak>,
+    /// How the host scheduled the watchdog's vCPU thread (`vigil-dom0
+    /// launch --watchdog-vcpu`); reports made before the option existed
+    /// ran it at the normal policy.
+    #[serde(default = "normal_policy")]
+    pub watchdog_vcpu_policy: WatchdogVcpu,
     /// The vCPU count of the soak and the detection trials.
     pub detection_vcpus: u32,
+    /// Whether the detection trials ran while `wrk` loaded the guest.
+    #[serde(default)]
+    pub detection_under_load: bool,
     /// Detection latencies (ms from the write to the violation being
     /// visible in `/v1/integrity`), one per trial.
     pub detection_ms: Vec<f64>,
@@ -305,7 +317,42 @@ fn sealed(work: &Path, image_dir: &Path, name: &str, interval_ms: u32) -> Result
     Ok(out)
 }
 
-fn launched(work: &Path, bundle: &Path, name: &str, vcpus: u32) -> Result<Domain> {
+fn normal_policy() -> WatchdogVcpu {
+    WatchdogVcpu::Normal
+}
+
+/// Set by Ctrl-C (or SIGTERM): the benchmark stops at the next step, and
+/// dropping its domains stops their QEMU and swtpm.
+static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Catches Ctrl-C and SIGTERM, so that an interrupted run still cleans up.
+fn catch_interrupts() -> Result<()> {
+    let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(flag))?;
+    }
+    Ok(())
+}
+
+/// Fails once the run has been interrupted.
+fn go_on() -> Result<()> {
+    if INTERRUPTED
+        .get()
+        .is_some_and(|flag| flag.load(Ordering::Relaxed))
+    {
+        bail!("interrupted; stopping the benchmark's guests");
+    }
+    Ok(())
+}
+
+fn launched(
+    work: &Path,
+    bundle: &Path,
+    name: &str,
+    vcpus: u32,
+    watchdog_vcpu: WatchdogVcpu,
+) -> Result<Domain> {
+    go_on()?;
     let state_root = work.join("state");
     let record = launch::launch(
         &LaunchOptions {
@@ -318,6 +365,7 @@ fn launched(work: &Path, bundle: &Path, name: &str, vcpus: u32) -> Result<Domain
             accel: AccelChoice::Tcg,
             memory_mib: 512,
             cpus: vcpus,
+            watchdog_vcpu,
             boot_timeout: Duration::from_secs(60),
             backend: launch::Backend::Qemu,
         },
@@ -330,6 +378,7 @@ fn launched(work: &Path, bundle: &Path, name: &str, vcpus: u32) -> Result<Domain
 /// Runs the whole benchmark.
 pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
     ensure!(bench.rounds > 0, "--rounds must be at least 1");
+    catch_interrupts()?;
     let Some(&detection_vcpus) = bench.vcpus.first() else {
         bail!("--vcpus needs at least one count");
     };
@@ -347,8 +396,10 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
     let mut kept = None;
     let mut region_bytes = 0;
     for (i, &vcpus) in bench.vcpus.iter().enumerate() {
-        let on = launched(&work, &on_bundle, &format!("watchdog-on-{vcpus}"), vcpus)?;
-        let off = launched(&work, &off_bundle, &format!("watchdog-off-{vcpus}"), vcpus)?;
+        let (name, policy) = (format!("watchdog-on-{vcpus}"), bench.watchdog_vcpu);
+        let on = launched(&work, &on_bundle, &name, vcpus, policy)?;
+        let name = format!("watchdog-off-{vcpus}");
+        let off = launched(&work, &off_bundle, &name, vcpus, policy)?;
         let status = on.integrity()?;
         region_bytes = status["regions"]
             .as_array()
@@ -383,6 +434,7 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
             },
         )?;
         let status = on.integrity()?;
+        go_on()?;
         let soak = Soak {
             seconds: bench.soak_seconds,
             load: result,
@@ -405,7 +457,27 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
         ("rodata", tamper::cold_rodata(bundle)? + offset),
     ];
     let (mut detection_ms, mut detection_regions) = (Vec::new(), Vec::new());
+    // The trials run under load, as the watchdog works in service: a check
+    // competes with requests (and, with the idle host policy, runs only on
+    // host CPU they leave). wrk ends by itself after a bound on the trials'
+    // time, or when dropped here.
+    let load = (bench.trials > 0)
+        .then(|| {
+            wrk::background(
+                &on.url("/healthz"),
+                &Load {
+                    threads: 2.min(bench.connections),
+                    connections: bench.connections,
+                    seconds: u32::try_from(bench.trials)
+                        .unwrap_or(u32::MAX)
+                        .saturating_mul(5)
+                        + 30,
+                },
+            )
+        })
+        .transpose()?;
     for trial in 0..bench.trials {
+        go_on()?;
         // A different phase of the interval each time (golden-ratio steps).
         let phase = (trial as f64 * 0.618_034).fract();
         thread::sleep(Duration::from_secs_f64(
@@ -441,13 +513,19 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
         detection_ms.push(ms);
         detection_regions.push(region.to_owned());
     }
+    let detection_under_load = match load {
+        Some(load) => load.still_running()?,
+        None => false,
+    };
     drop(on);
     Ok(WatchdogReport {
         interval_ms: INTERVAL_MS,
         region_bytes,
         throughput,
         soak,
+        watchdog_vcpu_policy: bench.watchdog_vcpu,
         detection_vcpus,
+        detection_under_load,
         detection_ms,
         detection_regions,
         load_average: (load_average_start, load_average()),
@@ -502,6 +580,7 @@ fn measure_throughput(
         };
         for watchdog in order {
             let domain = if watchdog { on } else { off };
+            go_on()?;
             domain.resume()?;
             thread::sleep(Duration::from_secs(1));
             let before = watchdog.then(|| on.service_counters()).transpose()?;
@@ -637,11 +716,17 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
          interval (one check 0.5 s after start, then none). The side not being \
          measured is paused (QMP `stop`); rounds alternate ABBA. With more than \
          one vCPU the watchdog runs on the last one and the service on vCPU 0 \
-         (vigil-dom0's default is 2 vCPUs).\n\n\
+         (vigil-dom0's default is 2 vCPUs); the host ran the watchdog's vCPU \
+         thread at the `{}` policy (`vigil-dom0 launch --watchdog-vcpu`; idle: \
+         Linux's SCHED_IDLE class, host CPU nothing else wants).\n\n\
          ## Throughput (wrk, /healthz)\n\n\
          | vCPUs | watchdog on vCPU | on: requests/s (median, σ) | off: requests/s (median, σ) | ratio of medians | **paired ratio on/off (95 % CI)** |\n\
          |---:|---:|---:|---:|---:|---:|\n",
-        report.load_average.0, report.load_average.1, report.region_bytes, report.interval_ms,
+        report.load_average.0,
+        report.load_average.1,
+        report.region_bytes,
+        report.interval_ms,
+        report.watchdog_vcpu_policy.as_str(),
     );
     for t in &report.throughput {
         let (on, off) = (per_second(&t.on), per_second(&t.off));
@@ -725,12 +810,17 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
             "## Detection latency\n\n{} vCPUs, {} trials, alternately one byte of code and one of \
              read-only data flipped through QEMU's gdbstub at different phases of the \
              interval; time from gdb's write to the violation showing in `/v1/integrity` \
-             (polled every 5 ms).\n\n\
+             (polled every 5 ms){}.\n\n\
              min {:.0} ms, median {:.0} ms, p95 {:.0} ms, max {:.0} ms; \
              **{within} of {} within two intervals** ({} ms).\n\n\
              All (ms): {}\n",
             report.detection_vcpus,
             sorted.len(),
+            if report.detection_under_load {
+                ", while wrk loaded the service"
+            } else {
+                ", the guest otherwise idle"
+            },
             stats::min(&sorted),
             median(&sorted),
             p95,

@@ -1,6 +1,6 @@
 //! Load generation with `wrk`, and parsing of its report.
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,50 @@ pub fn run(url: &str, load: &Load) -> Result<LoadResult> {
         );
     }
     parse(&text, command).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+/// `wrk` running in the background, to load a guest while something else
+/// is measured. Dropping it ends that `wrk` (by its pid).
+#[derive(Debug)]
+pub struct Background {
+    child: Child,
+}
+
+/// Starts `wrk` against `url` in the background; it ends by itself after
+/// `load.seconds`.
+pub fn background(url: &str, load: &Load) -> Result<Background> {
+    let child = Command::new("wrk")
+        .args([
+            format!("-t{}", load.threads),
+            format!("-c{}", load.connections),
+            format!("-d{}s", load.seconds),
+            url.to_owned(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running wrk (install the Debian package `wrk`: scripts/install-deps)")?;
+    Ok(Background { child })
+}
+
+impl Background {
+    /// Whether it is still loading (it has neither failed nor run out of
+    /// time); an early exit is an error with its status.
+    pub fn still_running(mut self) -> Result<bool> {
+        match self.child.try_wait()? {
+            None => Ok(true),
+            Some(status) if status.success() => Ok(false),
+            Some(status) => bail!("background wrk ended early: {status}"),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A wrk duration (`812.00us`, `1.20ms`, `2.01s`) in milliseconds.

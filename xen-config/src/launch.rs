@@ -33,6 +33,7 @@ use crate::accel::{self, AccelChoice};
 use crate::error::{LaunchError, Result};
 use crate::image::BootImage;
 use crate::qemu::{Accel, Forward, QemuConfig, SpawnOptions};
+use crate::sched::{self, WatchdogVcpu};
 use crate::tpm::Vtpm;
 
 /// The file that records a launched domain.
@@ -70,6 +71,8 @@ pub struct LaunchOptions {
     pub boot_timeout: Duration,
     /// Where the guest runs.
     pub backend: Backend,
+    /// How the host schedules the watchdog's vCPU (QEMU only).
+    pub watchdog_vcpu: WatchdogVcpu,
 }
 
 /// Where a measured domain runs.
@@ -106,6 +109,9 @@ pub struct DomainRecord {
     /// The guest's virtual CPUs.
     #[serde(default = "one")]
     pub vcpus: u32,
+    /// How the host schedules the watchdog's vCPU thread ([`crate::sched`]).
+    #[serde(default = "normal_policy")]
+    pub watchdog_vcpu: WatchdogVcpu,
     /// The bundle launched (as given).
     pub bundle: PathBuf,
     /// The service and its security version.
@@ -130,6 +136,10 @@ pub struct DomainRecord {
 
 fn one() -> u32 {
     1
+}
+
+fn normal_policy() -> WatchdogVcpu {
+    WatchdogVcpu::Normal
 }
 
 fn qemu_backend() -> String {
@@ -446,7 +456,8 @@ fn launch_in(
     // (On any error above, `launch` removes the whole boot directory.)
     let monitor = guest.monitor(Duration::from_secs(10));
     let _ = fs::remove_file(&initrd);
-    drop(monitor?);
+    // The vCPU threads exist before the guest runs its first instruction.
+    let watchdog_vcpu = sched::place_watchdog(&mut monitor?, options.cpus, options.watchdog_vcpu)?;
 
     // 4. Run, and record.
     let forwarding = guest.open_forwarding()?;
@@ -461,6 +472,7 @@ fn launch_in(
             Accel::Tcg => "tcg".into(),
         },
         boot_seconds: boot.as_secs_f64(),
+        watchdog_vcpu,
         ..measured_record(options, &verified, &report_public, pcrs, &vtpm)
     };
     write_record(domain_dir, &record)?;
@@ -487,6 +499,7 @@ fn measured_record(
         url: String::new(),
         accel: String::new(),
         vcpus: options.cpus,
+        watchdog_vcpu: WatchdogVcpu::Normal,
         bundle: options.bundle.clone(),
         service: format!("{} {}", manifest.service.name, manifest.service.version),
         security_version: manifest.service.security_version,

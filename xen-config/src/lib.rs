@@ -13,5 +13,6 @@ pub mod launch;
 pub mod qemu;
 pub mod qmp;
 pub mod run;
+pub mod sched;
 pub mod tpm;
 pub mod xen;

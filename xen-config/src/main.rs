@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use vigil_dom0::accel::AccelChoice;
 use vigil_dom0::error::{LaunchError, exit};
 use vigil_dom0::launch::{self, LaunchOptions};
+use vigil_dom0::sched::WatchdogVcpu;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -73,6 +74,13 @@ enum Command {
         /// vCPU 0; with 1 the watchdog's checks share the service's vCPU.
         #[arg(long, env = "VIGIL_VCPUS", default_value_t = launch::DEFAULT_VCPUS, value_parser = clap::value_parser!(u32).range(1..=64))]
         vcpus: u32,
+        /// How the host schedules the watchdog's vCPU (the last one; QEMU
+        /// only, with 2 or more vCPUs): idle puts its thread in Linux's
+        /// SCHED_IDLE class, so checks use only host CPU nothing else wants
+        /// and never slow requests; on a host with no idle CPU they wait.
+        /// normal lets checks compete for the host's CPU like any thread.
+        #[arg(long, value_enum, default_value_t = WatchdogVcpu::Idle)]
+        watchdog_vcpu: WatchdogVcpu,
         /// Seconds to wait for the first /healthz answer.
         #[arg(long, default_value_t = 60)]
         boot_timeout: u64,
@@ -176,6 +184,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
             accel,
             memory,
             vcpus,
+            watchdog_vcpu,
             boot_timeout,
             backend,
             bridge,
@@ -192,6 +201,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
                 accel,
                 memory_mib: memory,
                 cpus: vcpus,
+                watchdog_vcpu,
                 boot_timeout: Duration::from_secs(boot_timeout),
                 backend: match backend {
                     BackendArg::Qemu => launch::Backend::Qemu,

@@ -25,6 +25,17 @@ fn tpm2_pcrread(socket: &Path, pcr: u8) -> String {
     text.split("0x").nth(1).unwrap().trim().to_owned()
 }
 
+/// The threads of process `pid` in Linux's idle scheduling class.
+fn idle_threads(pid: u64) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| task.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&tid| {
+            vigil_dom0::sched::policy_of(tid).ok() == Some(vigil_dom0::sched::SCHED_IDLE)
+        })
+        .count()
+}
+
 #[test]
 #[ignore = "boots the built image under QEMU: run by scripts/test"]
 fn measured_launch_matches_the_manifest_and_the_log_replays() {
@@ -51,6 +62,12 @@ fn measured_launch_matches_the_manifest_and_the_log_replays() {
     let qemu_pid = record["qemu_pid"].as_u64().unwrap();
     let cmdline = fs::read(format!("/proc/{qemu_pid}/cmdline")).unwrap();
     assert!(!String::from_utf8_lossy(&cmdline).contains("VIGILKEY"));
+
+    // The watchdog's vCPU (the last of the default two) runs in the host's
+    // idle class; QEMU's other threads do not.
+    assert_eq!(record["vcpus"], 2);
+    assert_eq!(record["watchdog_vcpu"], "idle");
+    assert_eq!(idle_threads(qemu_pid), 1);
 
     // The loader put the key into the guest's key slot.
     let console = fs::read_to_string(setup.path("state/t/console.log")).unwrap();
@@ -176,10 +193,13 @@ fn two_domains_run_at_once_each_with_its_own_vtpm() {
     let setup = Setup::new();
     let first = setup.launch("bundle", "k.pub", "t", &[]);
     assert!(first.status.success(), "{}", stderr(&first));
-    let second = setup.launch("bundle", "k.pub", "again", &[]);
+    let second = setup.launch("bundle", "k.pub", "again", &["--watchdog-vcpu", "normal"]);
     assert!(second.status.success(), "{}", stderr(&second));
     let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    // Asked to, the launch leaves every QEMU thread at the normal policy.
+    assert_eq!(second["watchdog_vcpu"], "normal");
+    assert_eq!(idle_threads(second["qemu_pid"].as_u64().unwrap()), 0);
     assert_ne!(first["url"], second["url"]);
     assert_ne!(first["tpm_socket"], second["tpm_socket"]);
     // Same image, same PCR 9; each boot its own key, so its own PCR 15.
