@@ -77,7 +77,8 @@ enum Command {
         /// How the host schedules the watchdog's vCPU (the last one; QEMU
         /// only, with 2 or more vCPUs): idle puts its thread in Linux's
         /// SCHED_IDLE class, so checks use only host CPU nothing else wants
-        /// and never slow requests; on a host with no idle CPU they wait.
+        /// and do not slow requests (docs/watchdog.md); on a host with no
+        /// idle CPU they wait.
         /// normal lets checks compete for the host's CPU like any thread.
         #[arg(long, value_enum, default_value_t = WatchdogVcpu::Idle)]
         watchdog_vcpu: WatchdogVcpu,
