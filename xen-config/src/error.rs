@@ -172,6 +172,18 @@ pub enum LaunchError {
     /// The QEMU monitor (QMP) failed.
     #[error("QMP: {0}")]
     Qmp(String),
+    /// The watchdog's vCPU thread could not be put in the host's idle
+    /// scheduling class (`--watchdog-vcpu idle`).
+    #[error(
+        "could not put the watchdog's vCPU (QEMU thread {thread}) in the host's idle \
+         scheduling class: {problem}; `--watchdog-vcpu normal` leaves it alone"
+    )]
+    HostScheduling {
+        /// The QEMU thread.
+        thread: u32,
+        /// What `chrt` said, and the policy found afterwards.
+        problem: String,
+    },
     /// A signal arrived before the guest was up; the guest was stopped.
     #[error("interrupted while the guest was booting; it was stopped")]
     Interrupted,
@@ -207,7 +219,7 @@ impl LaunchError {
         ExitCode::from(match self {
             Self::MissingProgram { .. } | Self::MissingImage { .. } => exit::MISSING,
             Self::BadImageDir { .. } | Self::BadSetting(_) => exit::BAD_INPUT,
-            Self::PortInUse { .. } | Self::Io { .. } => exit::HOST,
+            Self::PortInUse { .. } | Self::Io { .. } | Self::HostScheduling { .. } => exit::HOST,
             Self::Spawn { .. }
             | Self::QemuExited { .. }
             | Self::BootTimeout { .. }

@@ -19,7 +19,8 @@ Exit codes:
   2    bad command-line usage
   3    a prerequisite is missing (QEMU, swtpm, xl; the package is named)
   4    bad input (a domain name, a trusted key file, a malformed bundle)
-  5    a host resource is unavailable (port taken, directory not writable)
+  5    a host resource is unavailable (port taken, directory not writable,
+       the watchdog vCPU's scheduling class refused)
   6    the guest did not come up (QEMU failed, or no /healthz answer in time)
   7    the guest stopped on its own after it had come up
   8    the bundle was refused (signature, digest, trusted key, security

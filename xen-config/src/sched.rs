@@ -96,11 +96,18 @@ pub fn place_watchdog(qmp: &mut Qmp, vcpus: u32, policy: WatchdogVcpu) -> Result
         })?;
     let in_effect = policy_of(tid);
     if !output.status.success() || in_effect.as_ref().ok() != Some(&SCHED_IDLE) {
-        return Err(LaunchError::BadSetting(format!(
-            "could not put the watchdog's vCPU (thread {tid}) in the idle scheduling class: \
-             chrt said {:?} (policy now {in_effect:?}); --watchdog-vcpu normal leaves it alone",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
+        return Err(LaunchError::HostScheduling {
+            thread: tid,
+            problem: format!(
+                "chrt {} ({:?}); its policy is now {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim(),
+                match in_effect {
+                    Ok(policy) => format!("{policy} (5 is SCHED_IDLE)"),
+                    Err(err) => format!("unknown ({err})"),
+                }
+            ),
+        });
     }
     Ok(WatchdogVcpu::Idle)
 }

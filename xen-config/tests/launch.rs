@@ -276,6 +276,37 @@ fn a_missing_qemu_is_named_and_nothing_is_left() {
     assert!(!setup.path("state/t").exists());
 }
 
+#[test]
+#[ignore = "boots the built image under QEMU: run by scripts/test"]
+fn a_refused_scheduling_class_is_named_and_nothing_is_left() {
+    let setup = Setup::new();
+    // A PATH whose `chrt` refuses (as a host policy forbidding SCHED_IDLE would).
+    let bin = setup.path("bin");
+    fs::create_dir(&bin).unwrap();
+    let chrt = bin.join("chrt");
+    fs::write(
+        &chrt,
+        "#!/bin/sh\necho 'chrt: failed to set pid policy: refused' >&2\nexit 1\n",
+    )
+    .unwrap();
+    fs::set_permissions(&chrt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
+    let output = setup
+        .launch_command("bundle", "k.pub", "t", &[])
+        .env("PATH", path.unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("idle scheduling class") && stderr(&output).contains("refused"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(setup.processes(), 0, "QEMU or swtpm was left behind");
+    assert!(!setup.path("state/t/domain.json").exists());
+}
+
 fn which_in_path(program: &str) -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|path| {
