@@ -79,7 +79,7 @@ pub struct WatchdogReport {
     /// How the host scheduled the watchdog's vCPU thread (`vigil-dom0
     /// launch --watchdog-vcpu`); reports made before the option existed
     /// ran it at the normal policy.
-    #[serde(default = "normal_policy")]
+    #[serde(default = "WatchdogVcpu::unrecorded")]
     pub watchdog_vcpu_policy: WatchdogVcpu,
     /// The vCPU count of the soak and the detection trials.
     pub detection_vcpus: u32,
@@ -167,11 +167,24 @@ impl ServiceCounters {
 
     /// What happened between `self` (earlier) and `later`.
     fn until(&self, later: &Self) -> Self {
+        self.each_with(later, |earlier, later| later - earlier)
+    }
+
+    /// Two windows' counters added up.
+    fn plus(&self, other: &Self) -> Self {
+        self.each_with(other, |a, b| a + b)
+    }
+
+    /// `op` applied to each counter of `self` and `other`.
+    fn each_with(&self, other: &Self, op: impl Fn(f64, f64) -> f64) -> Self {
         Self {
-            uptime_s: later.uptime_s - self.uptime_s,
-            responses: later.responses - self.responses,
-            responses_during_checks: later.responses_during_checks - self.responses_during_checks,
-            busy_s: later.busy_s - self.busy_s,
+            uptime_s: op(self.uptime_s, other.uptime_s),
+            responses: op(self.responses, other.responses),
+            responses_during_checks: op(
+                self.responses_during_checks,
+                other.responses_during_checks,
+            ),
+            busy_s: op(self.busy_s, other.busy_s),
         }
     }
 }
@@ -315,10 +328,6 @@ fn sealed(work: &Path, image_dir: &Path, name: &str, interval_ms: u32) -> Result
         service: ServiceConfig::default(),
     })?;
     Ok(out)
-}
-
-fn normal_policy() -> WatchdogVcpu {
-    WatchdogVcpu::Normal
 }
 
 /// Set by Ctrl-C (or SIGTERM): the benchmark stops at the next step, and
@@ -646,13 +655,10 @@ fn during_checks_section(report: &WatchdogReport) -> String {
          |---:|---:|---:|---:|---:|\n",
     );
     for t in &report.throughput {
-        let mut total = ServiceCounters::default();
-        for w in &t.on_windows {
-            total.uptime_s += w.uptime_s;
-            total.responses += w.responses;
-            total.responses_during_checks += w.responses_during_checks;
-            total.busy_s += w.busy_s;
-        }
+        let total = t
+            .on_windows
+            .iter()
+            .fold(ServiceCounters::default(), |sum, w| sum.plus(w));
         let losses: Vec<f64> = t
             .on_windows
             .iter()

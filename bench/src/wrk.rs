@@ -35,13 +35,8 @@ pub struct LoadResult {
 
 /// Runs `wrk` against `url`.
 pub fn run(url: &str, load: &Load) -> Result<LoadResult> {
-    let args = [
-        format!("-t{}", load.threads),
-        format!("-c{}", load.connections),
-        format!("-d{}s", load.seconds),
-        "--latency".to_owned(),
-        url.to_owned(),
-    ];
+    let mut args = options(load);
+    args.extend(["--latency".to_owned(), url.to_owned()]);
     let command = format!("wrk {}", args.join(" "));
     let output = Command::new("wrk")
         .args(&args)
@@ -57,6 +52,15 @@ pub fn run(url: &str, load: &Load) -> Result<LoadResult> {
     parse(&text, command).with_context(|| format!("unexpected wrk output:\n{text}"))
 }
 
+/// wrk's options for `load` (threads, connections, duration).
+fn options(load: &Load) -> Vec<String> {
+    vec![
+        format!("-t{}", load.threads),
+        format!("-c{}", load.connections),
+        format!("-d{}s", load.seconds),
+    ]
+}
+
 /// `wrk` running in the background, to load a guest while something else
 /// is measured. Dropping it ends that `wrk` (by its pid).
 #[derive(Debug)]
@@ -68,12 +72,8 @@ pub struct Background {
 /// `load.seconds`.
 pub fn background(url: &str, load: &Load) -> Result<Background> {
     let child = Command::new("wrk")
-        .args([
-            format!("-t{}", load.threads),
-            format!("-c{}", load.connections),
-            format!("-d{}s", load.seconds),
-            url.to_owned(),
-        ])
+        .args(options(load))
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -110,7 +110,7 @@ pub struct DomainRecord {
     #[serde(default = "one")]
     pub vcpus: u32,
     /// How the host schedules the watchdog's vCPU thread ([`crate::sched`]).
-    #[serde(default = "normal_policy")]
+    #[serde(default = "WatchdogVcpu::unrecorded")]
     pub watchdog_vcpu: WatchdogVcpu,
     /// The bundle launched (as given).
     pub bundle: PathBuf,
@@ -136,10 +136,6 @@ pub struct DomainRecord {
 
 fn one() -> u32 {
     1
-}
-
-fn normal_policy() -> WatchdogVcpu {
-    WatchdogVcpu::Normal
 }
 
 fn qemu_backend() -> String {

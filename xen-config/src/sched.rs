@@ -40,6 +40,12 @@ pub enum WatchdogVcpu {
 }
 
 impl WatchdogVcpu {
+    /// What a record written before the option existed means: every QEMU
+    /// thread then ran at the normal policy (serde's default for them).
+    pub fn unrecorded() -> Self {
+        Self::Normal
+    }
+
     /// The name used on the command line and in the domain record.
     pub fn as_str(self) -> &'static str {
         match self {
