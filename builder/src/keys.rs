@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::{self, LineEnding};
 use ed25519_dalek::pkcs8::spki::der::{Decode, zeroize::Zeroizing};
-use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, PrivateKeyInfo};
+use ed25519_dalek::pkcs8::{EncodePublicKey, PrivateKeyInfo, SecretDocument};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use vigil_core::v1::bundle::{self, algorithm_name};
 
@@ -118,9 +118,7 @@ pub fn generate(private: &Path, public: &Path) -> Result<NewKey, KeyError> {
         }
     }
     let key = SigningKey::generate(&mut rand_core::OsRng);
-    let private_pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|err| write_error(private, err.to_string()))?;
+    let private_pem = pkcs8_v1_pem(&key).map_err(|err| write_error(private, err.to_string()))?;
     let public_pem = key
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
@@ -135,6 +133,25 @@ pub fn generate(private: &Path, public: &Path) -> Result<NewKey, KeyError> {
         public_key: public.into(),
         fingerprint: bundle::key_fingerprint(&key.verifying_key()),
     })
+}
+
+/// The private key as OpenSSL writes it (`openssl genpkey -algorithm
+/// ed25519`): PKCS#8 v1 (RFC 8410), the seed only. ed25519-dalek's own
+/// encoder writes PKCS#8 v2 (OneAsymmetricKey with the public key attached),
+/// which OpenSSL 3.0 refuses as "unsupported". Both forms are read.
+fn pkcs8_v1_pem(key: &SigningKey) -> ed25519_dalek::pkcs8::Result<Zeroizing<String>> {
+    // CurvePrivateKey ::= OCTET STRING: tag, length, the 32-byte seed.
+    let mut curve_private_key = Zeroizing::new([0u8; 34]);
+    curve_private_key[0] = 0x04;
+    curve_private_key[1] = 32;
+    curve_private_key[2..].copy_from_slice(key.as_bytes());
+    let info = PrivateKeyInfo {
+        algorithm: ed25519_dalek::pkcs8::ALGORITHM_ID,
+        private_key: &curve_private_key[..],
+        public_key: None,
+    };
+    let document = SecretDocument::try_from(info)?;
+    Ok(document.to_pem("PRIVATE KEY", LineEnding::LF)?)
 }
 
 fn write_error(path: &Path, problem: String) -> KeyError {
@@ -251,6 +268,28 @@ mod tests {
                 .unwrap()
                 .starts_with("-----BEGIN PUBLIC KEY-----\n")
         );
+    }
+
+    #[test]
+    fn private_keys_are_written_as_pkcs8_v1_and_v2_keys_still_read() {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = (dir.path().join("k.pem"), dir.path().join("k.pub"));
+        generate(&private, &public).unwrap();
+        let text = fs::read_to_string(&private).unwrap();
+        let (_, der) = pem::decode_vec(text.trim_ascii().as_bytes()).unwrap();
+        // RFC 8410's example layout: 48 bytes, version 0, no public key.
+        assert_eq!(der.len(), 48);
+        let info = PrivateKeyInfo::from_der(&der).unwrap();
+        assert!(info.public_key.is_none());
+        assert_eq!(der[4], 0, "version 0 (v1)");
+        let key = read_signing_key(&private).unwrap();
+
+        // A v2 key (what ed25519-dalek writes) is still accepted.
+        let v2 = dir.path().join("v2.pem");
+        fs::write(&v2, key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+        fs::set_permissions(&v2, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_signing_key(&v2).unwrap().to_bytes(), key.to_bytes());
     }
 
     #[test]

@@ -175,6 +175,12 @@ enum Failure {
     Usage(String),
     #[error("verification failed")]
     Verification,
+    #[error("writing to standard output")]
+    Stdout(#[source] std::io::Error),
+}
+
+fn stdout_error(err: std::io::Error) -> Failure {
+    Failure::Stdout(err)
 }
 
 impl Failure {
@@ -197,6 +203,7 @@ impl Failure {
             }),
             Self::Usage(_) => ExitCode::from(exit::USAGE),
             Self::Verification => ExitCode::from(exit::VERIFY_FAILED),
+            Self::Stdout(_) => ExitCode::from(exit::INTERNAL),
         }
     }
 }
@@ -234,7 +241,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let (info, _) = pipeline::build(&options)?;
             if json {
-                println!("{}", to_json(&info));
+                vigil_cli::println(to_json(&info)).map_err(stdout_error)?;
             }
             Ok(())
         }
@@ -245,7 +252,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let made = keys::generate(&private, &public)?;
             if json {
-                println!("{}", to_json(&made));
+                vigil_cli::println(to_json(&made)).map_err(stdout_error)?;
             } else {
                 eprintln!(
                     "wrote {} (private, mode 0600) and {} (public); key {}",
@@ -294,7 +301,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 service,
             })?;
             if json {
-                println!("{}", to_json(&sealing.manifest));
+                vigil_cli::println(to_json(&sealing.manifest)).map_err(stdout_error)?;
             }
             let manifest = &sealing.manifest;
             eprintln!(
@@ -316,9 +323,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let key = keys::read_public_key(&pubkey)?;
             let report = vigil_build::verify::verify_dir(&bundle, &key, min_security_version);
             if json {
-                println!("{}", to_json(&report));
+                vigil_cli::println(to_json(&report)).map_err(stdout_error)?;
             } else {
-                print!("{}", report.human());
+                vigil_cli::print(report.human()).map_err(stdout_error)?;
             }
             if report.passed {
                 Ok(())
@@ -334,13 +341,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(err) => {
-            let mut message = format!("vigil-build: error: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("{message}");
+            eprintln!("vigil-build: error: {}", vigil_cli::error_chain(&err));
             err.exit_code()
         }
     }

@@ -26,7 +26,10 @@ pub mod exit {
     pub const REFUSED: u8 = 8;
     /// The domain is already running, or there is no such domain.
     pub const DOMAIN: u8 = 9;
-    /// Interrupted (Ctrl-C or SIGTERM) before the guest was up; it was stopped.
+    /// `wait --timeout` ran out while the guest still runs.
+    pub const STILL_RUNNING: u8 = 10;
+    /// Interrupted (Ctrl-C or SIGTERM): before the guest was up (it was
+    /// stopped), or while waiting for it (it runs on).
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -187,6 +190,20 @@ pub enum LaunchError {
     /// A signal arrived before the guest was up; the guest was stopped.
     #[error("interrupted while the guest was booting; it was stopped")]
     Interrupted,
+    /// `wait` was interrupted; the guest runs on.
+    #[error("interrupted while waiting for domain {name}; it still runs")]
+    WaitInterrupted {
+        /// The domain.
+        name: String,
+    },
+    /// `wait --timeout` ran out; the guest runs on.
+    #[error("domain {name} still runs after {seconds} s")]
+    WaitTimeout {
+        /// The domain.
+        name: String,
+        /// The time limit.
+        seconds: u64,
+    },
     /// The guest stopped on its own after it had come up.
     #[error("the guest stopped on its own ({status}){}", console_tail(.console))]
     GuestExited {
@@ -233,7 +250,8 @@ impl LaunchError {
             | Self::BundleRejected { .. }
             | Self::Pcr9Mismatch { .. } => exit::REFUSED,
             Self::DomainRunning { .. } | Self::UnknownDomain { .. } => exit::DOMAIN,
-            Self::Interrupted => exit::INTERRUPTED,
+            Self::Interrupted | Self::WaitInterrupted { .. } => exit::INTERRUPTED,
+            Self::WaitTimeout { .. } => exit::STILL_RUNNING,
         })
     }
 

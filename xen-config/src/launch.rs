@@ -381,16 +381,8 @@ fn launch_in(
     let verified = verified_copy(options, keys, &boot_dir)?;
     let manifest = &verified.manifest;
 
-    // 2. The per-boot report key, and QEMU, paused, from the verified bytes:
-    // the initrd is a per-boot copy of the verified image with the key's
-    // seed in a trailer (`vigil_core::v1::handover`), readable only by us and
-    // deleted as soon as QEMU has loaded it.
-    let report_key = SigningKey::generate(&mut rand_core::OsRng);
-    let report_public = report_key.verifying_key().to_bytes();
-    let initrd = boot_dir.join("initrd.per-boot");
-    write_per_boot_initrd(&initrd, &verified.image, &report_key)?;
-    drop(report_key);
     if let Backend::Xen { pvh, bridge } = &options.backend {
+        let (initrd, report_public) = per_boot_key(&boot_dir, &verified)?;
         return launch_xen(
             options,
             domain_dir,
@@ -402,9 +394,15 @@ fn launch_in(
             cancel,
         );
     }
-    let image_info = BootImage {
+
+    // The host resources, before anything is started or a key exists: a
+    // taken port costs nothing, and the KVM probe (when there is no cached
+    // answer) boots the verified image itself, never a file that carries
+    // the per-boot key.
+    check_port_free(options.host_port)?;
+    let verified_image = BootImage {
         loader: boot_dir.join(LOADER_FILE),
-        image: initrd.clone(),
+        image: boot_dir.join(IMAGE_FILE),
         flavor: serde_json::from_value(serde_json::Value::String(
             manifest.provenance.flavor.clone(),
         ))
@@ -413,7 +411,14 @@ fn launch_in(
             problem: format!("unknown flavor {:?}", manifest.provenance.flavor),
         })?,
     };
-    let (accel, _reason) = accel::choose(options.accel, &image_info, domain_dir);
+    let (accel, _reason) = accel::choose(options.accel, &verified_image, domain_dir);
+
+    // 2. The per-boot report key, and QEMU, paused, from the verified bytes.
+    let (initrd, report_public) = per_boot_key(&boot_dir, &verified)?;
+    let image_info = BootImage {
+        image: initrd.clone(),
+        ..verified_image
+    };
     let service_port = service_port(&manifest.kernel_cmdline);
     let config = QemuConfig {
         image: image_info,
@@ -787,6 +792,37 @@ fn xen_domain_exists(name: &str) -> bool {
         .is_ok_and(|status| status.success())
 }
 
+/// The per-boot report key: a new one, its seed written into the per-boot
+/// initrd (a copy of the verified image with the seed in a trailer,
+/// `vigil_core::v1::handover`; readable only by us, and deleted as soon as
+/// the hypervisor has loaded it). Returns the initrd and the public key.
+fn per_boot_key(boot_dir: &Path, verified: &Verified<'_>) -> Result<(PathBuf, [u8; 32])> {
+    let report_key = SigningKey::generate(&mut rand_core::OsRng);
+    let initrd = boot_dir.join("initrd.per-boot");
+    write_per_boot_initrd(&initrd, &verified.image, &report_key)?;
+    Ok((initrd, report_key.verifying_key().to_bytes()))
+}
+
+/// Fails with [`LaunchError::PortInUse`] if `port` on 127.0.0.1 is taken
+/// (0, "any free port", always passes). QEMU binds it later; checking first
+/// means a taken port starts nothing.
+fn check_port_free(port: u16) -> Result<()> {
+    if port == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(LaunchError::PortInUse { port })
+        }
+        Err(err) => Err(LaunchError::Io {
+            action: "binding",
+            path: format!("127.0.0.1:{port}").into(),
+            source: err,
+        }),
+    }
+}
+
 /// Writes `image` followed by the handover trailer for `key` to `path`
 /// (created new, mode 0600), and wipes the in-memory trailer.
 fn write_per_boot_initrd(path: &Path, image: &[u8], key: &SigningKey) -> Result<()> {
@@ -938,6 +974,40 @@ pub fn status(state_root: &Path, name: &str) -> Result<DomainStatus> {
         record,
         console_tail,
     })
+}
+
+/// How often [`wait`] looks at a domain.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+
+/// Waits until a domain's guest no longer runs (it stopped on its own, was
+/// halted by the watchdog, or was stopped), and returns its state then, with
+/// the reason. Fails if `timeout` passes first, or when `cancel` is set; the
+/// guest is left as it is either way.
+pub fn wait(
+    state_root: &Path,
+    name: &str,
+    timeout: Option<Duration>,
+    cancel: &AtomicBool,
+) -> Result<DomainStatus> {
+    let started = Instant::now();
+    loop {
+        let status = status(state_root, name)?;
+        if status.state != "running" {
+            return Ok(status);
+        }
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(LaunchError::WaitInterrupted { name: name.into() });
+        }
+        if let Some(limit) = timeout {
+            if started.elapsed() >= limit {
+                return Err(LaunchError::WaitTimeout {
+                    name: name.into(),
+                    seconds: limit.as_secs(),
+                });
+            }
+        }
+        std::thread::sleep(WAIT_POLL);
+    }
 }
 
 /// Every launched domain under `state_root`, by name.

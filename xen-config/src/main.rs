@@ -26,7 +26,9 @@ Exit codes:
   8    the bundle was refused (signature, digest, trusted key, security
        version, PCR 9): nothing was started
   9    the domain is already running, or there is no such domain
-  130  interrupted while the guest was booting (it was stopped)
+  10   wait --timeout: the guest still runs
+  130  interrupted: while the guest was booting (it was stopped), or
+       while waiting for it (it runs on)
 
 Every launch is measured: the bundle is verified, its launch events are
 extended into the domain's vTPM, and only then does the guest boot.";
@@ -135,6 +137,21 @@ enum Command {
         #[arg(long, env = "VIGIL_STATE_DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Wait until a domain's guest stops (on its own, halted by the
+    /// watchdog, or stopped), then print its state with the reason (JSON,
+    /// as `status`) and exit 0. The guest is never touched: Ctrl-C or
+    /// --timeout leave it running.
+    #[command(after_help = EXIT_CODES)]
+    Wait {
+        /// The domain's name.
+        name: String,
+        /// Give up after this many seconds (exit 10).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Where domains keep their state.
+        #[arg(long, env = "VIGIL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// A domain's launch event log as JSON (the binary TCG log is
     /// <state-dir>/<name>/eventlog.bin, for tpm2_eventlog).
     #[command(after_help = EXIT_CODES)]
@@ -165,6 +182,20 @@ fn state_dir(given: Option<PathBuf>) -> PathBuf {
             .unwrap_or_else(|| PathBuf::from("/var/lib"))
             .join("vigil")
     })
+}
+
+/// Writes `text` to standard output; a closed pipe ends it quietly.
+fn out(text: impl std::fmt::Display) -> Result<(), LaunchError> {
+    vigil_cli::print(text).map_err(LaunchError::io("writing", "standard output"))
+}
+
+/// Writes `value` as pretty JSON and a newline to standard output.
+fn out_json(value: &impl serde::Serialize) -> Result<(), LaunchError> {
+    // Records, statuses and event logs serialize without failing.
+    out(format_args!(
+        "{}\n",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    ))
 }
 
 fn run(cli: Cli) -> Result<(), LaunchError> {
@@ -216,8 +247,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
                         "--dry-run applies to --backend xen".into(),
                     ));
                 }
-                print!("{}", launch::xen_dry_run(&options)?);
-                return Ok(());
+                return out(launch::xen_dry_run(&options)?);
             }
             let record = launch::launch(&options, &cancel)?;
             if record.backend == "xen" {
@@ -231,11 +261,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
                     record.name, record.url, record.boot_seconds, record.pcrs[0].1
                 );
             }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&record).unwrap_or_default()
-            );
-            Ok(())
+            out_json(&record)
         }
         Command::Stop {
             name,
@@ -256,30 +282,38 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
         } => {
             let domains = launch::list(&state_dir(dir))?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&domains).unwrap_or_default()
-                );
-            } else {
-                for domain in &domains {
-                    println!(
-                        "{:<16} {:<8} {}  {}",
-                        domain.record.name, domain.state, domain.record.url, domain.record.service
-                    );
-                }
+                return out_json(&domains);
             }
-            Ok(())
+            let mut table = String::new();
+            for domain in &domains {
+                table.push_str(&format!(
+                    "{:<16} {:<8} {}  {}\n",
+                    domain.record.name, domain.state, domain.record.url, domain.record.service
+                ));
+            }
+            out(table)
         }
         Command::Status {
             name,
             state_dir: dir,
+        } => out_json(&launch::status(&state_dir(dir), &name)?),
+        Command::Wait {
+            name,
+            timeout,
+            state_dir: dir,
         } => {
-            let status = launch::status(&state_dir(dir), &name)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&status).unwrap_or_default()
+            let status = launch::wait(
+                &state_dir(dir),
+                &name,
+                timeout.map(Duration::from_secs),
+                &cancel,
+            )?;
+            eprintln!(
+                "vigil-dom0: domain {name} {}: {}",
+                status.state,
+                status.exit_reason.as_deref().unwrap_or_default()
             );
-            Ok(())
+            out_json(&status)
         }
         Command::Eventlog {
             name,
@@ -317,8 +351,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
                 .collect();
             let out =
                 serde_json::json!({"domain": name, "events": view, "replayed_pcrs": replayed});
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-            Ok(())
+            out_json(&out)
         }
     }
 }
@@ -328,13 +361,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(err) => {
-            let mut message = format!("vigil-dom0: error: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("{message}");
+            eprintln!("vigil-dom0: error: {}", vigil_cli::error_chain(&err));
             err.exit_code()
         }
     }

@@ -168,12 +168,50 @@ fn refused_bundles_start_nothing_and_leave_nothing() {
         assert!(!setup.path("state/t/boot").exists());
     }
 
-    // A taken port: no guest, no swtpm left.
+    // A taken port is found before anything starts: neither QEMU nor swtpm
+    // is ever run (each is a wrapper that notes its start).
+    let bin = setup.path("bin");
+    fs::create_dir(&bin).unwrap();
+    let starts = setup.path("starts.log");
+    for program in ["qemu-system-x86_64", "swtpm"] {
+        let wrapper = bin.join(program);
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\necho {program} >>{}\nexec {} \"$@\"\n",
+                starts.display(),
+                which_in_path(program).display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(
+            &wrapper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let output = setup.launch("bundle", "k.pub", "t", &["--port", &port]);
+    let output = setup
+        .launch_command("bundle", "k.pub", "t", &["--port", &port])
+        .env("PATH", path.unwrap())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("already in use"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !starts.exists(),
+        "started: {:?}",
+        fs::read_to_string(&starts)
+    );
     assert_eq!(setup.processes(), 0, "a process was left behind");
+    assert!(!setup.path("state/t").exists());
 
     // A state directory that cannot be written.
     let output = Command::new(env!("CARGO_BIN_EXE_vigil-dom0"))
@@ -431,4 +469,63 @@ fn a_bundle_swapped_during_launch_never_boots_unverified_bytes() {
     stop.store(true, Ordering::Relaxed);
     swapper.join().unwrap();
     eprintln!("{booted} of 4 launches booted (the others refused a tampered copy)");
+}
+
+#[test]
+#[ignore = "boots the built image under QEMU: run by scripts/test"]
+fn the_kvm_probe_never_boots_the_per_boot_key() {
+    let setup = Setup::new();
+    // A QEMU that notes, for each boot, its accelerator and whether its
+    // initrd ends with the key trailer, then runs the real QEMU.
+    let bin = setup.path("bin");
+    fs::create_dir(&bin).unwrap();
+    let log = setup.path("qemu-starts.log");
+    let wrapper = bin.join("qemu-system-x86_64");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             [ \"$1\" = --version ] && exec {qemu} \"$@\"\n\
+             trailer=none; prev=\n\
+             for arg in \"$@\"; do\n\
+             \x20 if [ \"$prev\" = -initrd ] && [ \"$(tail -c 8 \"$arg\")\" = VIGILKEY ]; then trailer=key; fi\n\
+             \x20 prev=$arg\n\
+             done\n\
+             case \" $* \" in *' -accel kvm '*) accel=kvm ;; *) accel=tcg ;; esac\n\
+             echo \"$accel $trailer\" >>{log}\n\
+             exec {qemu} \"$@\"\n",
+            log = log.display(),
+            qemu = which_in_path("qemu-system-x86_64").display(),
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
+    let cache = setup.path("cache");
+    let output = setup
+        .launch_command("bundle", "k.pub", "t", &["--accel", "auto"])
+        .env("PATH", path.unwrap())
+        .env("XDG_CACHE_HOME", &cache)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    eprintln!("launched under {}", record["accel"]);
+    let starts = fs::read_to_string(&log).unwrap();
+    let starts: Vec<&str> = starts.lines().collect();
+    // The measured boot, last, is the only start that got the key.
+    let (measured, probes) = starts.split_last().unwrap();
+    assert!(measured.ends_with(" key"), "{starts:?}");
+    assert!(probes.iter().all(|s| s.ends_with(" none")), "{starts:?}");
+    if vigil_dom0::accel::kvm_device_usable() {
+        assert_eq!(probes, ["kvm none"], "one KVM probe, without the key");
+    } else {
+        assert!(probes.is_empty(), "no /dev/kvm, no probe: {starts:?}");
+    }
+    assert!(setup.dom0(&["stop", "t"]).status.success());
 }

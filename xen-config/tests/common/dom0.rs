@@ -66,14 +66,15 @@ impl Setup {
             .unwrap()
     }
 
-    /// `vigil-dom0 launch` of a bundle in this test's directory, under TCG,
-    /// on any free port unless `extra` names one.
+    /// `vigil-dom0 launch` of a bundle in this test's directory, under TCG
+    /// and on any free port unless `extra` says otherwise.
     pub fn launch_command(&self, bundle: &str, trust: &str, name: &str, extra: &[&str]) -> Command {
         let bundle = self.path(bundle).display().to_string();
         let trust = self.path(trust).display().to_string();
-        let mut args = vec![
-            "launch", &bundle, "--trust", &trust, "--name", name, "--accel", "tcg",
-        ];
+        let mut args = vec!["launch", &bundle, "--trust", &trust, "--name", name];
+        if !extra.contains(&"--accel") {
+            args.extend(["--accel", "tcg"]);
+        }
         if !extra.contains(&"--port") {
             args.extend(["--port", "0"]);
         }
