@@ -325,8 +325,188 @@ fn split_quote(parameters: &[u8], body: &TpmQuoteResponse) -> Result<Quote, Malf
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::test_util::{fixture, replay};
+
+    /// The credential blob and encrypted secret the recorded
+    /// `TPM2_ActivateCredential` command carries (`tests/data`).
+    pub(crate) fn recorded_credential() -> (Vec<u8>, Vec<u8>) {
+        let exchanges = fixture("activate-credential");
+        let (command, _) = exchanges
+            .iter()
+            .find(|(command, _)| command[6..10] == [0, 0, 1, 0x47])
+            .unwrap();
+        // Header, two handles, then the authorization area and its size.
+        let auth_size = u32::from_be_bytes(command[18..22].try_into().unwrap()) as usize;
+        let params = &command[22 + auth_size..];
+        let (blob, rest) = split_tpm2b(params).unwrap();
+        let (secret, rest) = split_tpm2b(rest).unwrap();
+        assert!(rest.is_empty());
+        (blob.to_vec(), secret.to_vec())
+    }
+
+    #[test]
+    fn rsa_quote_is_sliced_from_the_recorded_response() {
+        let exchanges = fixture("quote-rsa");
+        // swtpm answered the first attempt with TPM_RC_RETRY.
+        assert_eq!(exchanges[0].1[6..10], [0, 0, 9, 0x22]);
+        let mut tpm = replay("quote-rsa");
+        let quote = tpm
+            .quote(AK_HANDLE, &[0x5a; 32], PcrSelection::LAUNCH)
+            .unwrap();
+        assert!(tpm.transport().is_done(), "sent again after TPM_RC_RETRY");
+        let response = &exchanges[1].1;
+        // Sessions tag: header, parameterSize, TPM2B_ATTEST size, contents.
+        let size = usize::from(u16::from_be_bytes([response[14], response[15]]));
+        assert_eq!(quote.message, response[16..16 + size]);
+        assert_eq!(quote.message[..6], [0xff, 0x54, 0x43, 0x47, 0x80, 0x18]);
+        assert_eq!(quote.signature.len(), 262);
+        assert_eq!(
+            quote.signature[..6],
+            [0x00, 0x14, 0x00, 0x0b, 0x01, 0x00],
+            "RSASSA, SHA-256, 256 bytes"
+        );
+        assert_eq!(response[16 + size..16 + size + 262], quote.signature[..]);
+        assert_eq!(quote.pcrs, PcrSelection::LAUNCH);
+        assert!(quote.clock_info.safe);
+        // The nonce is the extraData after the 34-byte qualifiedSigner.
+        assert_eq!(quote.message[6 + 36..6 + 36 + 2], [0, 32]);
+        assert_eq!(quote.message[6 + 38..6 + 38 + 32], [0x5a; 32]);
+    }
+
+    #[test]
+    fn ecc_quote_carries_an_ecdsa_signature() {
+        let quote = replay("quote-ecc")
+            .quote(AK_HANDLE, &[0x5a; 32], PcrSelection::LAUNCH)
+            .unwrap();
+        assert_eq!(
+            quote.signature[..4],
+            [0x00, 0x18, 0x00, 0x0b],
+            "ECDSA, SHA-256"
+        );
+        // r and s: two TPM2B of 32 bytes.
+        assert_eq!(quote.signature.len(), 4 + 2 * 34);
+    }
+
+    #[test]
+    fn a_quote_of_another_kind_or_with_trailing_bytes_is_refused() {
+        let mut exchanges = fixture("quote-rsa");
+        let response = &mut exchanges[1].1;
+        // TPM_ST_ATTEST_QUOTE -> TPM_ST_ATTEST_TIME: no longer a quote.
+        response[21] = 0x19;
+        let mut tpm = Tpm::new(crate::transport::Replay::new(exchanges));
+        assert!(
+            tpm.quote(AK_HANDLE, &[0x5a; 32], PcrSelection::LAUNCH)
+                .is_err()
+        );
+        // A nonce longer than TPM2B_DATA allows is refused before sending.
+        let mut tpm = Tpm::new(crate::transport::Replay::default());
+        let err = tpm
+            .quote(AK_HANDLE, &[0; 67], PcrSelection::LAUNCH)
+            .unwrap_err();
+        assert!(
+            std::error::Error::source(&err)
+                .unwrap()
+                .to_string()
+                .contains("too long"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ensure_reads_a_provisioned_identity_in_two_commands() {
+        let mut tpm = replay("ensure-provisioned");
+        let identity = tpm
+            .ensure_attestation_key(AkAlgorithm::RsaSsaSha256)
+            .unwrap();
+        assert!(tpm.transport().is_done());
+        assert!(!identity.created_ek && !identity.created_ak);
+        // A name is nameAlg + SHA-256 of the TPMT_PUBLIC.
+        for key in [&identity.ek, &identity.ak] {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(&key.public[2..]);
+            assert_eq!(key.name[..2], [0, 0x0b]);
+            assert_eq!(key.name[2..], digest[..]);
+            let size = usize::from(u16::from_be_bytes([key.public[0], key.public[1]]));
+            assert_eq!(key.public.len(), 2 + size);
+        }
+        // Asking for an ECC AK where an RSA one is: refused, nothing changed.
+        let mut exchanges = fixture("ensure-provisioned");
+        exchanges.truncate(2);
+        let mut tpm = Tpm::new(crate::transport::Replay::new(exchanges));
+        let err = tpm
+            .ensure_attestation_key(AkAlgorithm::EcdsaP256Sha256)
+            .unwrap_err();
+        assert!(
+            matches!(&err, TpmError::UnexpectedKey { handle, found, .. } if *handle == AK_HANDLE && found.contains("Rsa")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ensure_creates_the_ak_under_the_ek_with_a_policy_session() {
+        let exchanges = fixture("ensure-create-ak");
+        let codes: Vec<u32> = exchanges
+            .iter()
+            .map(|(command, _)| u32::from_be_bytes(command[6..10].try_into().unwrap()))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                0x173, // ReadPublic EK
+                0x173, // ReadPublic AK: TPM_RC_HANDLE
+                0x17b, // GetRandom (nonceCaller)
+                0x176, // StartAuthSession
+                0x151, // PolicySecret(ENDORSEMENT)
+                0x153, // Create
+                0x151, // PolicySecret(ENDORSEMENT)
+                0x157, // Load
+                0x165, // FlushContext (session)
+                0x120, // EvictControl
+                0x165, // FlushContext (transient AK)
+            ]
+        );
+        let mut tpm = replay("ensure-create-ak");
+        let identity = tpm
+            .ensure_attestation_key(AkAlgorithm::RsaSsaSha256)
+            .unwrap();
+        assert!(tpm.transport().is_done());
+        assert!(!identity.created_ek && identity.created_ak);
+    }
+
+    #[test]
+    fn a_failed_create_still_ends_the_session() {
+        let mut exchanges = fixture("ensure-create-ak");
+        // Create refused: TPM_RC_ATTRIBUTES (parameter 2).
+        exchanges[5].1 = vec![0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x02, 0xc2];
+        // Then only the session flush (no PolicySecret/Load/Evict).
+        let flush = exchanges[8].clone();
+        exchanges.truncate(6);
+        exchanges.push(flush);
+        let mut tpm = Tpm::new(crate::transport::Replay::new(exchanges));
+        let err = tpm
+            .ensure_attestation_key(AkAlgorithm::RsaSsaSha256)
+            .unwrap_err();
+        assert!(tpm.transport().is_done(), "the session was flushed");
+        assert!(matches!(err, TpmError::CreateAk { .. }), "{err}");
+        let source = std::error::Error::source(&err).unwrap().to_string();
+        assert_eq!(
+            source,
+            "TPM2_Create: the TPM refused with TPM_RC_ATTRIBUTES (parameter[2]) (0x2c2)"
+        );
+    }
+
+    #[test]
+    fn activation_returns_the_recorded_secret() {
+        let (blob, secret) = recorded_credential();
+        let mut tpm = replay("activate-credential");
+        let got = tpm
+            .activate_credential(AK_HANDLE, EK_HANDLE, &blob, &secret)
+            .unwrap();
+        assert!(tpm.transport().is_done());
+        assert_eq!(got, [0x42; 32]);
+    }
 
     #[test]
     fn credential_files_round_trip() {

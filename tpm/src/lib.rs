@@ -70,6 +70,36 @@ mod test_util {
             .collect()
     }
 
+    /// The exchanges of a recorded fixture (`tests/data/NAME.txt`).
+    pub(crate) fn fixture(name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let text = match name {
+            "activate-credential" => include_str!("../tests/data/activate-credential.txt"),
+            "clock-recovery" => include_str!("../tests/data/clock-recovery.txt"),
+            "ek-certificate" => include_str!("../tests/data/ek-certificate.txt"),
+            "ensure-create-ak" => include_str!("../tests/data/ensure-create-ak.txt"),
+            "ensure-provisioned" => include_str!("../tests/data/ensure-provisioned.txt"),
+            "pcr" => include_str!("../tests/data/pcr.txt"),
+            "quote-ecc" => include_str!("../tests/data/quote-ecc.txt"),
+            "quote-rsa" => include_str!("../tests/data/quote-rsa.txt"),
+            _ => panic!("no fixture {name}"),
+        };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        lines
+            .chunks(2)
+            .map(|pair| {
+                (
+                    unhex(pair[0].strip_prefix("> ").unwrap()),
+                    unhex(pair[1].strip_prefix("< ").unwrap()),
+                )
+            })
+            .collect()
+    }
+
+    /// A client replaying a fixture.
+    pub(crate) fn replay(name: &str) -> crate::Tpm<crate::transport::Replay> {
+        crate::Tpm::new(crate::transport::Replay::new(fixture(name)))
+    }
+
     /// A success response frame without sessions around `body`.
     pub(crate) fn response(body: &[u8]) -> Vec<u8> {
         let mut frame = vec![0x80, 0x01];
@@ -77,5 +107,76 @@ mod test_util {
         frame.extend_from_slice(&[0; 4]);
         frame.extend_from_slice(body);
         frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_util::fixture;
+    use crate::transport::Replay;
+    use crate::{AK_HANDLE, AkAlgorithm, EK_HANDLE, PcrSelection, Tpm, TpmError};
+
+    /// Runs the flow a fixture recorded over the given exchanges.
+    fn run(name: &str, exchanges: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), TpmError> {
+        let mut tpm = Tpm::new(Replay::new(exchanges));
+        let nonce = [0x5a; 32];
+        match name {
+            "activate-credential" => {
+                let (blob, secret) = crate::attest::tests::recorded_credential();
+                tpm.activate_credential(AK_HANDLE, EK_HANDLE, &blob, &secret)
+                    .map(drop)
+            }
+            "clock-recovery" => tpm.restore_clock_safe().map(drop),
+            "ek-certificate" => tpm.read_ek_certificate().map(drop),
+            "ensure-create-ak" | "ensure-provisioned" => tpm
+                .ensure_attestation_key(AkAlgorithm::RsaSsaSha256)
+                .map(drop),
+            "pcr" => {
+                for (pcr, byte) in [(9u8, 0x91u8), (12, 0x12), (15, 0x15)] {
+                    tpm.extend(pcr, &[byte; 32])?;
+                }
+                tpm.pcr_read(PcrSelection::LAUNCH).map(drop)
+            }
+            _ => tpm.quote(AK_HANDLE, &nonce, PcrSelection::LAUNCH).map(drop),
+        }
+    }
+
+    const FIXTURES: [&str; 8] = [
+        "activate-credential",
+        "clock-recovery",
+        "ek-certificate",
+        "ensure-create-ak",
+        "ensure-provisioned",
+        "pcr",
+        "quote-ecc",
+        "quote-rsa",
+    ];
+
+    /// Every recorded flow replays, and no truncated or corrupted response
+    /// makes the client panic: each either still parses or is an error.
+    #[test]
+    fn damaged_responses_are_errors_never_panics() {
+        for name in FIXTURES {
+            let exchanges = fixture(name);
+            run(name, exchanges.clone()).unwrap_or_else(|err| panic!("{name}: {err}"));
+            for (i, (_, response)) in exchanges.iter().enumerate() {
+                let with = |damaged: Vec<u8>| {
+                    let mut copy = exchanges.clone();
+                    copy[i].1 = damaged;
+                    copy
+                };
+                for len in 0..response.len() {
+                    let result = run(name, with(response[..len].to_vec()));
+                    assert!(result.is_err(), "{name}: response {i} cut to {len} bytes");
+                }
+                for at in 0..response.len() {
+                    for flip in [0x01, 0xff] {
+                        let mut damaged = response.clone();
+                        damaged[at] ^= flip;
+                        let _ = run(name, with(damaged));
+                    }
+                }
+            }
+        }
     }
 }

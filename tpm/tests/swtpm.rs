@@ -523,3 +523,39 @@ fn clock_safe_flag_is_lost_by_sigterm_and_restored() {
     let text = tpm2(swtpm.socket(), "tpm2_readclock", &[]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("safe: yes"));
 }
+
+#[test]
+#[ignore = "needs swtpm, swtpm_setup and tpm2-tools: run by scripts/test (cargo test -- --ignored)"]
+fn a_kept_connection_holds_the_socket_and_survives_a_swtpm_restart() {
+    let dir = VtpmDir::provisioned();
+    let swtpm = dir.start();
+    let mut tpm = vigil_tpm::Tpm::connect_persistent(swtpm.socket());
+    tpm.extend(9, &[1; 32]).unwrap();
+    // swtpm serves one client at a time: another client waits while the
+    // connection is open ...
+    let tcti = format!("swtpm:path={}", swtpm.socket().display());
+    let blocked = std::process::Command::new("timeout")
+        .args(["2", "tpm2_getrandom", "-T", &tcti, "8"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        blocked.status.code(),
+        Some(124),
+        "tpm2_getrandom waited for the socket"
+    );
+    // ... and is served once it is closed.
+    tpm.transport_mut().disconnect();
+    tpm2(swtpm.socket(), "tpm2_getrandom", &["8"]);
+    // A connection swtpm closed (restart) is replaced before the next command.
+    tpm.extend(9, &[2; 32]).unwrap();
+    tpm.shutdown(ShutdownType::Clear).unwrap();
+    swtpm.terminate();
+    let swtpm = dir.start();
+    assert_eq!(
+        tpm.read_pcr(9).unwrap(),
+        [0; 32],
+        "a new TPM Reset, reached again"
+    );
+    drop(tpm);
+    tpm2(swtpm.socket(), "tpm2_getrandom", &["8"]);
+}

@@ -225,3 +225,35 @@ pub fn pcr_file(values: &[(u8, [u8; 32])]) -> Vec<u8> {
     }
     file
 }
+
+/// A transport that records every exchange of the transport it wraps, in
+/// the fixture format of `tests/data/README.md`.
+pub struct Recorder<T> {
+    pub inner: T,
+    pub log: String,
+    pub exchanges: usize,
+}
+
+impl<T> Recorder<T> {
+    pub fn new(inner: T) -> Self {
+        Self {
+            inner,
+            log: String::new(),
+            exchanges: 0,
+        }
+    }
+}
+
+impl<T: vigil_tpm::Transport> vigil_tpm::Transport for Recorder<T> {
+    fn transact(&mut self, command: &[u8]) -> std::io::Result<Vec<u8>> {
+        let response = self.inner.transact(command)?;
+        self.log
+            .push_str(&format!("> {}\n< {}\n", hex(command), hex(&response)));
+        self.exchanges += 1;
+        Ok(response)
+    }
+
+    fn endpoint(&self) -> String {
+        self.inner.endpoint()
+    }
+}
