@@ -42,8 +42,8 @@ pub const ENDORSEMENT: Handle = Handle(0x4000_000b);
 /// `TPM_RH_NULL`.
 pub const NULL: Handle = Handle(0x4000_0007);
 /// How often a command the TPM answered with `TPM_RC_RETRY`, `_YIELDED` or
-/// `_TESTING` is sent (swtpm answers `TPM_RC_RETRY` to the first
-/// `TPM2_Quote` after an AK was persisted, for instance).
+/// `_TESTING` is sent (swtpm 0.7.1 answers `TPM_RC_RETRY` once to the first
+/// `TPM2_Quote` after each start).
 const MAX_ATTEMPTS: u32 = 10;
 /// The pause before the n-th retry is n times this.
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);

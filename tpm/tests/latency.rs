@@ -1,7 +1,8 @@
 //! In-process latency of the calls dom0's agent makes on every challenge,
 //! against a real swtpm, with a new connection per command and with one
 //! kept connection. Prints a table (run with `--nocapture`); asserts only
-//! that every call works and that the kept connection is not slower.
+//! that every call works (timings on a shared machine are not a pass/fail
+//! criterion).
 //!
 //! `cargo test --release -p vigil-tpm --test latency -- --ignored --nocapture`
 
@@ -61,8 +62,6 @@ fn latency_of_quote_ensure_and_pcr_read() {
         "{:<40} {:>22} {:>22}",
         "call", "per-command connection", "kept connection"
     );
-    let mut persistent_medians = Duration::ZERO;
-    let mut per_command_medians = Duration::ZERO;
     type Op = fn(&mut Tpm<Recorder<UnixSocket>>);
     let ops: [(&str, Op); 4] = [
         ("quote (RSA AK, PCR 9,12,15)", |tpm| {
@@ -85,10 +84,6 @@ fn latency_of_quote_ensure_and_pcr_read() {
         for connection in [Connection::PerCommand, Connection::Persistent] {
             let mut tpm = Tpm::new(Recorder::new(UnixSocket::new(swtpm.socket(), connection)));
             let stats = measure(&mut tpm, op);
-            match connection {
-                Connection::PerCommand => per_command_medians += stats.median,
-                Connection::Persistent => persistent_medians += stats.median,
-            }
             row.push(format!(
                 "{} / {} ({:.1})",
                 ms(stats.median),
@@ -98,8 +93,4 @@ fn latency_of_quote_ensure_and_pcr_read() {
         }
         println!("{name:<40} {:>22} {:>22}", row[0], row[1]);
     }
-    assert!(
-        persistent_medians <= per_command_medians + Duration::from_millis(1),
-        "a kept connection is not slower ({persistent_medians:?} vs {per_command_medians:?})"
-    );
 }

@@ -559,3 +559,41 @@ fn a_kept_connection_holds_the_socket_and_survives_a_swtpm_restart() {
     drop(tpm);
     tpm2(swtpm.socket(), "tpm2_getrandom", &["8"]);
 }
+
+#[test]
+#[ignore = "needs swtpm, swtpm_setup and tpm2-tools: run by scripts/test (cargo test -- --ignored)"]
+fn nv_read_reads_an_index_larger_than_one_chunk() {
+    let dir = VtpmDir::provisioned();
+    let swtpm = dir.start();
+    let data: Vec<u8> = (0..2000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let file = dir.path().join("nv.bin");
+    std::fs::write(&file, &data).unwrap();
+    tpm2(
+        swtpm.socket(),
+        "tpm2_nvdefine",
+        &[
+            "0x01500001",
+            "-C",
+            "o",
+            "-s",
+            "2000",
+            "-a",
+            "ownerread|ownerwrite|authread|authwrite",
+        ],
+    );
+    tpm2(
+        swtpm.socket(),
+        "tpm2_nvwrite",
+        &["0x01500001", "-C", "o", "-i", path_str(&file)],
+    );
+    let mut tpm = swtpm.tpm();
+    let index = vigil_tpm::Handle(0x0150_0001);
+    assert_eq!(tpm.nv_read_public(index).unwrap().data_size, 2000);
+    assert_eq!(
+        tpm.nv_read(index).unwrap(),
+        data,
+        "two NV_Read chunks (1024 + 976)"
+    );
+    let missing = tpm.nv_read(vigil_tpm::Handle(0x0150_0002)).unwrap_err();
+    assert!(matches!(missing, TpmError::NvRead { .. }), "{missing}");
+}
