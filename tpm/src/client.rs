@@ -9,7 +9,7 @@ use tpm2_protocol::{
     TpmWriter,
     basic::{TpmHandle, TpmUint16},
     constant::TPM_MAX_COMMAND_SIZE,
-    data::{Tpm2bAuth, Tpm2bNonce, TpmRh, TpmSt, TpmSu, TpmaSession, TpmsAuthCommand},
+    data::{Tpm2bAuth, Tpm2bNonce, TpmSt, TpmSu, TpmaSession, TpmsAuthCommand},
     frame::{
         TpmFrame, TpmGetRandomCommand, TpmGetRandomResponse, TpmResponse, TpmShutdownCommand,
         TpmShutdownResponse, TpmUnmarshalBody, tpm_marshal_command,
@@ -314,10 +314,6 @@ pub(crate) fn policy(session: Handle) -> TpmsAuthCommand {
         session_attributes: TpmaSession::CONTINUE_SESSION,
         hmac: Tpm2bAuth::default(),
     }
-}
-
-pub(crate) fn handle(rh: TpmRh) -> TpmHandle {
-    TpmHandle::from(rh.value())
 }
 
 /// Turns a failure to build a TPM2B/list value from caller arguments into

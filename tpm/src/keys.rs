@@ -8,7 +8,7 @@ use tpm2_protocol::{
     basic::{TpmInt32, TpmUint16, TpmUint32},
     data::{
         Tpm2bData, Tpm2bDigest, Tpm2bEncryptedSecret, Tpm2bNonce, Tpm2bPublic, Tpm2bPublicKeyRsa,
-        Tpm2bSensitiveCreate, TpmAlgId, TpmEccCurve, TpmRh, TpmSe, TpmaObject, TpmlPcrSelection,
+        Tpm2bSensitiveCreate, TpmAlgId, TpmEccCurve, TpmSe, TpmaObject, TpmlPcrSelection,
         TpmsEccParms, TpmsEccPoint, TpmsRsaParms, TpmsSchemeHash, TpmtEccScheme, TpmtKdfScheme,
         TpmtPublic, TpmtRsaScheme, TpmtSymDefObject, TpmuAsymScheme, TpmuPublicId, TpmuPublicParms,
         TpmuSymKeyBits, TpmuSymMode,
@@ -22,7 +22,7 @@ use tpm2_protocol::{
     },
 };
 
-use crate::client::{ENDORSEMENT, Handle, NULL, OWNER, Tpm, handle, password, policy};
+use crate::client::{ENDORSEMENT, Handle, NULL, OWNER, Tpm, password, policy};
 use crate::error::{CommandError, Malformation, TpmError};
 use crate::transport::Transport;
 
@@ -205,7 +205,7 @@ impl<T: Transport> Tpm<T> {
     pub fn create_ek(&mut self) -> Result<(Handle, PublicKey), TpmError> {
         let fail = |source| TpmError::CreateEk { source };
         let command = TpmCreatePrimaryCommand {
-            handles: [handle(TpmRh::Endorsement)],
+            handles: [ENDORSEMENT.into()],
             in_sensitive: Tpm2bSensitiveCreate::default(),
             in_public: Tpm2bPublic {
                 inner: ek_template(),
@@ -323,12 +323,13 @@ impl<T: Transport> Tpm<T> {
 
     fn start_policy_session(&mut self) -> Result<Handle, TpmError> {
         let fail = |source| TpmError::PolicySession { source };
-        // nonceCaller: 16..=32 bytes (Part 1, 19.6.3). No HMAC is computed
-        // with a policy session used as here, so the nonce only has to be
-        // fresh; the TPM's own RNG provides it.
+        // nonceCaller: at least 16 bytes, at most the session hash's size
+        // (Part 3, TPM2_StartAuthSession). No HMAC is computed with a policy
+        // session used as here, so the nonce only has to be fresh; the TPM's
+        // own RNG provides it.
         let nonce = self.get_random(32)?;
         let command = TpmStartAuthSessionCommand {
-            handles: [handle(TpmRh::Null), NULL.into()],
+            handles: [NULL.into(), NULL.into()],
             nonce_caller: Tpm2bNonce::try_from(&nonce[..])
                 .map_err(|_| fail(crate::client::too_long(START_AUTH_SESSION, "nonce")))?,
             encrypted_salt: Tpm2bEncryptedSecret::default(),

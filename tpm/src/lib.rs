@@ -38,8 +38,8 @@
 //! second dom0 process) waits, until [`UnixSocket::disconnect`]. Measured
 //! on swtpm 0.7.1 (`tests/latency.rs`, release build, medians of 100): a
 //! kept connection saves about 10 µs per command (`PCR_Read` 0.022 →
-//! 0.011 ms), which is noise beside a quote (≈ 4 ms, RSA signing in
-//! swtpm). Per-command is the default.
+//! 0.012 ms), which is noise beside a quote (2.3 ms idle, up to 4 ms with
+//! the machine loaded: RSA signing in swtpm). Per-command is the default.
 //!
 //! # Authorization
 //!
@@ -82,7 +82,7 @@ pub mod transport;
 
 pub use attest::{AttestationIdentity, CredentialBlob, Quote};
 pub use client::{ENDORSEMENT, Handle, NULL, OWNER, ShutdownType, Tpm};
-pub use clock::{ClockInfo, ClockRecovery, TimeInfo};
+pub use clock::{CLOCK_NV_UPDATE_MS, ClockInfo, ClockRecovery, TimeInfo};
 pub use error::{CommandError, Malformation, ResponseCode, TpmError};
 pub use keys::{AK_HANDLE, AkAlgorithm, EK_AUTH_POLICY, EK_HANDLE, PublicKey};
 pub use nv::{EK_CERT_NV_INDEX, NvPublic};
