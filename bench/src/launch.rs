@@ -42,7 +42,8 @@ use vigil_dom0::accel::{self, AccelChoice};
 use vigil_dom0::image::{BootImage, Flavor};
 use vigil_dom0::launch::{self, LaunchOptions};
 use vigil_dom0::qemu::{Accel, Forward, QemuConfig, SpawnOptions};
-use vigil_dom0::tpm::Vtpm;
+use vigil_dom0::swtpm::Swtpm;
+use vigil_tpm::Tpm;
 
 /// Guest RAM, MiB (`vigil-dom0 launch`'s default).
 const MEMORY_MIB: u32 = 512;
@@ -141,7 +142,7 @@ impl Domains {
     fn stop(&mut self, name: &str, purge: bool) -> Result<f64> {
         let started = Instant::now();
         self.running.retain(|n| n != name);
-        launch::stop(&self.state_root, name, purge)
+        vigil_dom0::lifecycle::stop(&self.state_root, name, purge)
             .with_context(|| format!("stopping domain {name}"))?;
         Ok(started.elapsed().as_secs_f64())
     }
@@ -150,7 +151,7 @@ impl Domains {
 impl Drop for Domains {
     fn drop(&mut self) {
         for name in std::mem::take(&mut self.running) {
-            if let Err(err) = launch::stop(&self.state_root, &name, true) {
+            if let Err(err) = vigil_dom0::lifecycle::stop(&self.state_root, &name, true) {
                 eprintln!("vigil-bench: warning: stopping domain {name}: {err}");
             }
         }
@@ -306,6 +307,7 @@ pub fn run(bench: &LaunchBench) -> Result<LaunchReport> {
         watchdog_vcpu: vigil_dom0::sched::WatchdogVcpu::default(),
         boot_timeout: BOOT_TIMEOUT,
         backend: vigil_dom0::launch::Backend::Qemu,
+        ak_algorithm: vigil_tpm::AkAlgorithm::RsaSsaSha256,
     };
 
     let mut series = [
@@ -443,7 +445,7 @@ fn time_parts(
     let parts_dir = work.join("parts");
     let kept_tpm = parts_dir.join("kept-tpm");
     // Its state, created once.
-    Vtpm::start(&kept_tpm)?.stop();
+    Swtpm::start(&kept_tpm)?.stop();
     for run in 0..bench.rounds {
         let run_dir = parts_dir.join(format!("run-{run:02}"));
         fs::create_dir_all(&run_dir)?;
@@ -518,7 +520,7 @@ fn time_parts(
                     if after_monitor {
                         drop(guest.monitor(Duration::from_secs(10))?);
                     }
-                    let tpm = Vtpm::start(&tpm_dir)?;
+                    let tpm = Swtpm::start(&tpm_dir)?;
                     extend_all(&tpm, &manifest, &files[0])?;
                     vtpm = Some(tpm);
                 }
@@ -538,13 +540,13 @@ fn time_parts(
         // five extends and three PCR reads.
         let mut vtpm = None;
         time(&mut tpm_fresh, || {
-            vtpm = Some(Vtpm::start(&run_dir.join("tpm"))?);
+            vtpm = Some(Swtpm::start(&run_dir.join("tpm"))?);
             Ok(())
         })?;
         drop(vtpm);
         let mut vtpm = None;
         time(&mut tpm_kept, || {
-            vtpm = Some(Vtpm::start(&kept_tpm)?);
+            vtpm = Some(Swtpm::start(&kept_tpm)?);
             Ok(())
         })?;
         let vtpm = vtpm.context("no vTPM")?;
@@ -592,12 +594,12 @@ fn time_parts(
             seconds: qemu_with_tpm,
         },
         Part {
-            label: "`Vtpm::start`, fresh state directory",
+            label: "`Swtpm::start`, fresh state directory",
             place: "after QEMU's start, new domain",
             seconds: tpm_fresh,
         },
         Part {
-            label: "`Vtpm::start`, kept state directory",
+            label: "`Swtpm::start`, kept state directory",
             place: "after QEMU's start, relaunch",
             seconds: tpm_kept,
         },
@@ -607,7 +609,7 @@ fn time_parts(
             seconds: extends,
         },
         Part {
-            label: "`Vtpm::stop`",
+            label: "`Swtpm::stop`",
             place: "not in launch (`stop` does it)",
             seconds: tpm_stop,
         },
@@ -615,12 +617,13 @@ fn time_parts(
 }
 
 /// The launch event list extended into `vtpm`, then PCR 9, 12 and 15 read.
-fn extend_all(vtpm: &Vtpm, manifest: &Manifest, manifest_bytes: &[u8]) -> Result<()> {
+fn extend_all(vtpm: &Swtpm, manifest: &Manifest, manifest_bytes: &[u8]) -> Result<()> {
+    let mut tpm = Tpm::connect(vtpm.socket());
     for event in launch_inputs(manifest, manifest_bytes).events() {
-        vtpm.extend(event.spec.pcr, &event.digest)?;
+        tpm.extend(event.spec.pcr, &event.digest)?;
     }
     for pcr in [9u8, 12, 15] {
-        vtpm.read_pcr(pcr)?;
+        tpm.read_pcr(pcr)?;
     }
     Ok(())
 }
@@ -789,7 +792,7 @@ pub fn markdown(report: &LaunchReport, command: &str, machine: &str) -> String {
     let alone = part_median(report, "QEMU started paused");
     let after = part_median(report, "the same, with swtpm (fresh) + extends once");
     let overlapped = part_median(report, "the same, with swtpm (fresh) + extends started");
-    let tpm_work = part_median(report, "`Vtpm::start`, fresh") + part_median(report, "5 extends");
+    let tpm_work = part_median(report, "`Swtpm::start`, fresh") + part_median(report, "5 extends");
     text.push_str(&format!(
         "\nBefore QEMU starts, copy + keys + verify + per-boot initrd take {} ms \
          in series: that is in the whole call only, not in the boot time. After \

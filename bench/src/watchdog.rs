@@ -32,7 +32,8 @@ use vigil_build::seal::{SealOptions, seal};
 use vigil_core::v1::config::ServiceConfig;
 use vigil_core::v1::refblock::Reaction;
 use vigil_dom0::accel::AccelChoice;
-use vigil_dom0::launch::{self, DomainRecord, LaunchOptions};
+use vigil_dom0::domain::{DomainRecord, Runtime};
+use vigil_dom0::launch::{self, LaunchOptions};
 use vigil_dom0::qmp::Qmp;
 use vigil_dom0::sched::WatchdogVcpu;
 
@@ -243,6 +244,14 @@ struct Domain {
 }
 
 impl Domain {
+    /// QEMU's pid (0 for a domain not under QEMU).
+    fn qemu_pid(&self) -> u32 {
+        match self.record.runtime {
+            Runtime::Qemu { qemu_pid, .. } => qemu_pid,
+            Runtime::Xen { .. } => 0,
+        }
+    }
+
     fn qmp(&self) -> Result<Qmp> {
         Ok(Qmp::connect(&self.qmp_socket(), Duration::from_secs(5))?)
     }
@@ -308,7 +317,7 @@ impl Domain {
 
 impl Drop for Domain {
     fn drop(&mut self) {
-        if let Err(err) = launch::stop(&self.state_root, &self.record.name, true) {
+        if let Err(err) = vigil_dom0::lifecycle::stop(&self.state_root, &self.record.name, true) {
             eprintln!("vigil-bench: stopping {}: {err}", self.record.name);
         }
     }
@@ -377,6 +386,7 @@ fn launched(
             watchdog_vcpu,
             boot_timeout: Duration::from_secs(60),
             backend: launch::Backend::Qemu,
+            ak_algorithm: vigil_tpm::AkAlgorithm::RsaSsaSha256,
         },
         &AtomicBool::new(false),
     )
@@ -551,7 +561,7 @@ fn measure_throughput(
 ) -> Result<Throughput> {
     // Time per scan, idle: one sample per check; and the idle guest's host CPU.
     off.pause()?;
-    let cpu_before = host_cpu(on.record.qemu_pid);
+    let cpu_before = host_cpu(on.qemu_pid());
     let idle_started = Instant::now();
     let mut scan_idle_ms = Vec::new();
     let mut seen = 0;
@@ -565,7 +575,7 @@ fn measure_throughput(
         thread::sleep(Duration::from_millis(200));
     }
     let idle_host_cpu_percent =
-        (host_cpu(on.record.qemu_pid) - cpu_before) / idle_started.elapsed().as_secs_f64() * 100.0;
+        (host_cpu(on.qemu_pid()) - cpu_before) / idle_started.elapsed().as_secs_f64() * 100.0;
     eprintln!(
         "vigil-bench: {vcpus} vCPU: idle scan median {:.1} ms over {} checks; idle QEMU {:.0} % of a host core",
         median(&scan_idle_ms),

@@ -58,12 +58,20 @@ fn host_workspace_dependencies_point_inward() {
         ("vigil-core", &[][..]),
         // The command-line plumbing every tool shares: nothing of Vigil's.
         ("vigil-cli", &[][..]),
+        // The TPM client: no Vigil format, only TPM 2.0's.
+        ("vigil-tpm", &[][..]),
         ("vigil-build", &["vigil-core", "vigil-cli"][..]),
-        ("vigil-dom0", &["vigil-core", "vigil-cli"][..]),
+        ("vigil-dom0", &["vigil-core", "vigil-cli", "vigil-tpm"][..]),
         // The benchmarks measure sealing and launching through the libraries.
         (
             "vigil-bench",
-            &["vigil-core", "vigil-cli", "vigil-dom0", "vigil-build"][..],
+            &[
+                "vigil-core",
+                "vigil-cli",
+                "vigil-tpm",
+                "vigil-dom0",
+                "vigil-build",
+            ][..],
         ),
     ]);
     for (package, deps) in &edges {

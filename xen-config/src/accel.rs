@@ -18,8 +18,6 @@ use vigil_core::v1::config::ServiceConfig;
 use crate::image::BootImage;
 use crate::qemu::{Accel, QEMU, QemuConfig, kernel_cmdline};
 
-/// The line the service prints once it listens.
-pub const READY_LINE: &str = "vigil-service: listening on port";
 /// How long a probe boot may take under KVM.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The Hermit kernel the images run; part of the cache key.
@@ -102,7 +100,7 @@ pub fn probe_kvm(image: &BootImage, work_dir: &Path) -> bool {
     let Ok(mut guest) = config.spawn() else {
         return false;
     };
-    let works = guest.wait_console(READY_LINE, PROBE_TIMEOUT);
+    let works = guest.wait_console(vigil_core::v1::console::READY, PROBE_TIMEOUT);
     drop(guest);
     let _ = std::fs::remove_file(&config.console);
     works

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::xen::XenError;
+
 /// Exit codes of `vigil-dom0`, documented in its `--help` and the README.
 pub mod exit {
     /// Success (the guest was stopped on request).
@@ -135,12 +137,15 @@ pub enum LaunchError {
         /// The vTPM's value.
         actual: String,
     },
-    /// The domain's vTPM failed.
+    /// The domain's swtpm could not be started or provisioned.
     #[error(transparent)]
-    Tpm(#[from] crate::tpm::TpmError),
+    Swtpm(#[from] crate::swtpm::SwtpmError),
+    /// A command to the domain's vTPM failed.
+    #[error("the domain's vTPM")]
+    Tpm(#[from] vigil_tpm::TpmError),
     /// The Xen backend failed.
     #[error(transparent)]
-    Xen(#[from] crate::xen::XenError),
+    Xen(#[from] XenError),
     /// QEMU could not be started.
     #[error("could not start {program}")]
     Spawn {
@@ -242,9 +247,9 @@ impl LaunchError {
             | Self::BootTimeout { .. }
             | Self::Qmp(_) => exit::BOOT_FAILED,
             Self::GuestExited { .. } => exit::GUEST_EXITED,
-            Self::Tpm(crate::tpm::TpmError::Missing) => exit::MISSING,
-            Self::Tpm(_) => exit::HOST,
-            Self::Xen(err) => err.exit_code(),
+            Self::Swtpm(crate::swtpm::SwtpmError::Missing { .. }) => exit::MISSING,
+            Self::Swtpm(_) | Self::Tpm(_) => exit::HOST,
+            Self::Xen(err) => xen_exit_code(err),
             Self::BadDomainName { .. } | Self::BadTrust { .. } => exit::BAD_INPUT,
             Self::BundleUnreadable { .. }
             | Self::BundleRejected { .. }
@@ -266,6 +271,25 @@ impl LaunchError {
             path,
             source,
         }
+    }
+}
+
+/// The exit code for a failure of the Xen backend.
+fn xen_exit_code(err: &XenError) -> u8 {
+    match err {
+        XenError::BadName { .. }
+        | XenError::BadPath { .. }
+        | XenError::BadCmdline { .. }
+        | XenError::OutOfRange { .. }
+        | XenError::BadBridge { .. }
+        | XenError::BadMac { .. } => exit::BAD_INPUT,
+        XenError::Template { .. } => exit::INTERNAL,
+        XenError::MissingXl { .. } | XenError::NotXenHost { .. } => exit::MISSING,
+        XenError::CreateFailed { .. }
+        | XenError::GuestStopped { .. }
+        | XenError::GuestFailed { .. }
+        | XenError::BootTimeout { .. } => exit::BOOT_FAILED,
+        XenError::Io { .. } => exit::HOST,
     }
 }
 

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use vigil_dom0::accel::AccelChoice;
 use vigil_dom0::error::{LaunchError, exit};
 use vigil_dom0::launch::{self, LaunchOptions};
+use vigil_dom0::lifecycle;
 use vigil_dom0::sched::WatchdogVcpu;
 
 const EXIT_CODES: &str = "\
@@ -103,6 +104,12 @@ enum Command {
         /// With --backend xen: a PVH guest (no device model, no NIC).
         #[arg(long)]
         pvh: bool,
+        /// The attestation key made in the domain's vTPM on its first
+        /// launch (kept with the vTPM state; ignored once one exists): rsa
+        /// is RSA-2048 with RSASSA-SHA256 (what Keylime accepts), ecc is
+        /// ECC P-256 with ECDSA-SHA256.
+        #[arg(long, value_enum, default_value_t = AkArg::Rsa)]
+        attestation_key: AkArg,
     },
     /// Stop a launched domain: its guest, then its swtpm. The vTPM state
     /// (its keys) is kept unless --purge.
@@ -164,6 +171,15 @@ enum Command {
     },
 }
 
+/// The attestation key's algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AkArg {
+    /// RSA-2048, RSASSA-PKCS1-v1_5 with SHA-256.
+    Rsa,
+    /// ECC NIST P-256, ECDSA with SHA-256.
+    Ecc,
+}
+
 /// Where a launched guest runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum BackendArg {
@@ -223,6 +239,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
             bridge,
             dry_run,
             pvh,
+            attestation_key,
         } => {
             let options = LaunchOptions {
                 bundle,
@@ -235,6 +252,10 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
                 memory_mib: memory,
                 cpus: vcpus,
                 watchdog_vcpu,
+                ak_algorithm: match attestation_key {
+                    AkArg::Rsa => vigil_tpm::AkAlgorithm::RsaSsaSha256,
+                    AkArg::Ecc => vigil_tpm::AkAlgorithm::EcdsaP256Sha256,
+                },
                 boot_timeout: Duration::from_secs(boot_timeout),
                 backend: match backend {
                     BackendArg::Qemu => launch::Backend::Qemu,
@@ -250,17 +271,19 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
                 return out(launch::xen_dry_run(&options)?);
             }
             let record = launch::launch(&options, &cancel)?;
-            if record.backend == "xen" {
-                eprintln!(
-                    "vigil-dom0: Xen domain {} created ({}); PCR 9 {}",
-                    record.name, record.accel, record.pcrs[0].1
-                );
-            } else {
-                eprintln!(
-                    "vigil-dom0: domain {} up at {} ({:.2} s to first answer); PCR 9 {}",
-                    record.name, record.url, record.boot_seconds, record.pcrs[0].1
-                );
-            }
+            let pcr9 = record
+                .pcrs
+                .first()
+                .map(|(_, value)| value.to_string())
+                .unwrap_or_default();
+            eprintln!(
+                "vigil-dom0: domain {} up ({}{}{}, {:.2} s to first sign of service); PCR 9 {pcr9}",
+                record.name,
+                record.runtime.accel_name(),
+                if record.url.is_empty() { "" } else { ", " },
+                record.url,
+                record.boot_seconds,
+            );
             out_json(&record)
         }
         Command::Stop {
@@ -268,7 +291,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
             purge,
             state_dir: dir,
         } => {
-            let record = launch::stop(&state_dir(dir), &name, purge)?;
+            let record = lifecycle::stop(&state_dir(dir), &name, purge)?;
             eprintln!(
                 "vigil-dom0: domain {} stopped{}",
                 record.name,
@@ -280,7 +303,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
             state_dir: dir,
             json,
         } => {
-            let domains = launch::list(&state_dir(dir))?;
+            let domains = lifecycle::list(&state_dir(dir))?;
             if json {
                 return out_json(&domains);
             }
@@ -288,7 +311,10 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
             for domain in &domains {
                 table.push_str(&format!(
                     "{:<16} {:<8} {}  {}\n",
-                    domain.record.name, domain.state, domain.record.url, domain.record.service
+                    domain.record.name,
+                    domain.state.as_str(),
+                    domain.record.url,
+                    domain.record.service
                 ));
             }
             out(table)
@@ -296,13 +322,13 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
         Command::Status {
             name,
             state_dir: dir,
-        } => out_json(&launch::status(&state_dir(dir), &name)?),
+        } => out_json(&lifecycle::status(&state_dir(dir), &name)?),
         Command::Wait {
             name,
             timeout,
             state_dir: dir,
         } => {
-            let status = launch::wait(
+            let status = lifecycle::wait(
                 &state_dir(dir),
                 &name,
                 timeout.map(Duration::from_secs),
@@ -310,7 +336,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
             )?;
             eprintln!(
                 "vigil-dom0: domain {name} {}: {}",
-                status.state,
+                status.state.as_str(),
                 status.exit_reason.as_deref().unwrap_or_default()
             );
             out_json(&status)
@@ -319,7 +345,7 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
             name,
             state_dir: dir,
         } => {
-            let path = state_dir(dir).join(&name).join(launch::EVENTLOG_FILE);
+            let path = vigil_dom0::domain::DomainDir::new(&state_dir(dir), &name)?.eventlog();
             let bytes = std::fs::read(&path)
                 .map_err(|_| LaunchError::UnknownDomain { name: name.clone() })?;
             let records = vigil_core::v1::eventlog::parse(&bytes).map_err(|err| {

@@ -24,7 +24,8 @@ pub const QEMU_PACKAGE: &str = "qemu-system-x86";
 const DEBUG_EXIT_PORT: &str = "0xf4";
 
 /// How the guest's CPU is run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// Hardware virtualization (`-accel kvm -cpu host`).
     Kvm,
@@ -102,6 +103,23 @@ pub struct Forwarding {
     pub port: u16,
     /// Whether QEMU's listen backlog could be raised, and why not.
     pub backlog: std::result::Result<(), String>,
+}
+
+/// Fails if 127.0.0.1:`port` is taken, before anything boots. (QEMU binds
+/// it; should another process take it in between, QEMU's failure is
+/// reported as the same error.)
+pub fn check_port_free(port: u16) -> Result<()> {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(LaunchError::PortInUse { port })
+        }
+        Err(err) => Err(LaunchError::Io {
+            action: "binding",
+            path: format!("127.0.0.1:{port}").into(),
+            source: err,
+        }),
+    }
 }
 
 /// The kernel command line that hands `config` to the service: Hermit gives
@@ -300,21 +318,6 @@ fn widen_backlog(child: &Child, fd: i32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Lets a detached child run on, and reaps it when it ends: a waiting
-/// thread, so that a long-running caller (the benchmark, the tests) does not
-/// keep it as a zombie. A short-lived caller (the CLI) exits first, and the
-/// child is reparented as usual. Returns its pid.
-pub(crate) fn reap_when_done(mut child: Child) -> u32 {
-    let pid = child.id();
-    let waiter = std::thread::Builder::new()
-        .name(format!("reap-{pid}"))
-        .spawn(move || child.wait());
-    // Without a thread the child is still detached; it only stays a zombie
-    // until this process exits.
-    drop(waiter);
-    pid
-}
-
 /// How a guest ended, from QEMU's exit status.
 pub fn describe_exit(status: ExitStatus) -> String {
     // isa-debug-exit makes QEMU exit with (value << 1) | 1; Hermit writes 1
@@ -378,7 +381,7 @@ impl Guest {
     /// The error for QEMU having exited before the guest came up.
     fn exited(&mut self, status: ExitStatus) -> LaunchError {
         let qemu = self.stderr();
-        let mut console = self.console_tail(20);
+        let mut console = self.console_tail(crate::console::TAIL_LINES);
         if !qemu.is_empty() {
             console = format!("{console}\n(QEMU) {qemu}");
         }
@@ -412,7 +415,7 @@ impl Guest {
     /// Lets QEMU run on after this value is dropped; returns its pid. Its
     /// lifecycle is then the caller's (by pid and QMP socket).
     pub fn detach(mut self) -> u32 {
-        self.child.take().map_or(0, reap_when_done)
+        self.child.take().map_or(0, crate::process::reap_when_done)
     }
 
     /// QEMU's process id.
@@ -427,10 +430,7 @@ impl Guest {
 
     /// The last `lines` lines of the guest's console.
     pub fn console_tail(&self, lines: usize) -> String {
-        let text = std::fs::read(&self.console).unwrap_or_default();
-        let text = String::from_utf8_lossy(&text);
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        crate::console::tail_of(&self.console, lines)
     }
 
     /// QEMU's own error output, once it has exited.
@@ -467,7 +467,7 @@ impl Guest {
     /// answer within one interval instead of one timeout.
     ///
     /// Once the console shows that the service listens
-    /// ([`accel::READY_LINE`](crate::accel::READY_LINE)), a silent connection
+    /// ([`READY`](vigil_core::v1::console::READY)), a silent connection
     /// means a slow guest, not an absent one. From then on one probe at a
     /// time runs, and it waits up to [`ANSWER_TIMEOUT`]. Short overlapping
     /// probes against a guest slowed down (TCG on a busy host) were each
@@ -511,13 +511,13 @@ impl Guest {
                 let network = self.network_state();
                 return Err(LaunchError::BootTimeout {
                     seconds: timeout.as_secs(),
-                    console: self.console_tail(20),
+                    console: self.console_tail(crate::console::TAIL_LINES),
                     network,
                 });
             }
             if !listening {
                 listening = std::fs::read(&self.console).is_ok_and(|text| {
-                    let marker = crate::accel::READY_LINE.as_bytes();
+                    let marker = vigil_core::v1::console::READY.as_bytes();
                     text.windows(marker.len()).any(|w| w == marker)
                 });
             }

@@ -2,7 +2,6 @@
 //! the benchmarks' baseline. The `vigil-dom0` binary never uses it: every
 //! launch there is measured ([`crate::launch`]).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +14,8 @@ use crate::accel::{self, AccelChoice};
 use crate::error::{LaunchError, Result};
 use crate::image::BootImage;
 use crate::qemu::{
-    Accel, Forward, Guest, QEMU, QEMU_PACKAGE, QemuConfig, describe_exit, kernel_cmdline,
+    Accel, Forward, Guest, QEMU, QEMU_PACKAGE, QemuConfig, check_port_free, describe_exit,
+    kernel_cmdline,
 };
 
 /// How long QEMU gets to quit before it is killed.
@@ -71,23 +71,6 @@ pub fn service_config(settings: &[(String, String)]) -> Result<ServiceConfig> {
         .validate()
         .map_err(|err| LaunchError::BadSetting(err.to_string()))?;
     Ok(config)
-}
-
-/// Fails if 127.0.0.1:`port` is taken, before anything boots. (QEMU binds
-/// it; should another process take it in between, QEMU's failure is
-/// reported as the same error.)
-pub fn check_port_free(port: u16) -> Result<()> {
-    match TcpListener::bind(("127.0.0.1", port)) {
-        Ok(_) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
-            Err(LaunchError::PortInUse { port })
-        }
-        Err(err) => Err(LaunchError::Io {
-            action: "binding",
-            path: format!("127.0.0.1:{port}").into(),
-            source: err,
-        }),
-    }
 }
 
 /// A private (0700) directory for one run's console log and QMP socket.
@@ -207,7 +190,7 @@ mod tests {
 
     #[test]
     fn a_taken_port_is_named() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let err = check_port_free(port).unwrap_err();
         assert!(matches!(err, LaunchError::PortInUse { port: p } if p == port));

@@ -89,10 +89,7 @@ pub fn place_watchdog(qmp: &mut Qmp, vcpus: u32, policy: WatchdogVcpu) -> Result
             "QEMU lists vCPU {index} as the last of {vcpus}"
         )));
     }
-    let chrt = which::which("chrt").map_err(|_| LaunchError::MissingProgram {
-        program: "chrt",
-        package: "util-linux",
-    })?;
+    let chrt = require_chrt()?;
     let output = Command::new(&chrt)
         .args(["--idle", "--pid", "0", &tid.to_string()])
         .output()
@@ -118,6 +115,14 @@ pub fn place_watchdog(qmp: &mut Qmp, vcpus: u32, policy: WatchdogVcpu) -> Result
     Ok(WatchdogVcpu::Idle)
 }
 
+/// The `chrt` program, or which package provides it.
+pub fn require_chrt() -> Result<std::path::PathBuf> {
+    which::which("chrt").map_err(|_| LaunchError::MissingProgram {
+        program: "chrt",
+        package: "util-linux",
+    })
+}
+
 /// The scheduling policy of host thread `tid` (field 41 of its
 /// `/proc/<tid>/stat`: 0 normal, 3 batch, 5 idle).
 pub fn policy_of(tid: u32) -> std::io::Result<u32> {
@@ -130,12 +135,9 @@ pub fn policy_of(tid: u32) -> std::io::Result<u32> {
     })
 }
 
-/// Field 41 of a `/proc/<pid>/stat` line. The command name (field 2) is in
-/// parentheses and may hold spaces and parentheses itself, so the fields
-/// are counted from the last `)`.
+/// Field 41 (the scheduling policy) of a `/proc/<pid>/stat` line.
 fn parse_policy(stat: &str) -> Option<u32> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(41 - 3)?.parse().ok()
+    crate::process::stat_field(stat, 41)?.parse().ok()
 }
 
 #[cfg(test)]

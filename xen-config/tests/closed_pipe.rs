@@ -10,7 +10,8 @@ use std::process::{Command, Output};
 use vigil_core::v1::eventlog::{self, Record};
 use vigil_core::v1::events::LaunchInputs;
 use vigil_core::v1::manifest::Digest;
-use vigil_dom0::launch::{DOMAIN_FILE, DomainRecord, EVENTLOG_FILE};
+use vigil_dom0::domain::{DOMAIN_FILE, DomainRecord, EVENTLOG_FILE, RECORD_SCHEMA, Runtime};
+use vigil_dom0::qemu::Accel;
 use vigil_dom0::sched::WatchdogVcpu;
 
 /// A state directory with domain `gone`: its record, event log and console,
@@ -19,14 +20,16 @@ fn exited_domain(state: &Path) {
     let dir = state.join("gone");
     fs::create_dir_all(&dir).unwrap();
     let record = DomainRecord {
+        schema: RECORD_SCHEMA.into(),
         name: "gone".into(),
-        backend: "qemu".into(),
-        qemu_pid: u32::MAX,
+        runtime: Runtime::Qemu {
+            qemu_pid: u32::MAX,
+            accel: Accel::Tcg,
+            watchdog_vcpu: WatchdogVcpu::Idle,
+        },
         swtpm_pid: u32::MAX,
         url: "http://127.0.0.1:1/".into(),
-        accel: "tcg".into(),
         vcpus: 2,
-        watchdog_vcpu: WatchdogVcpu::Idle,
         bundle: PathBuf::from("/nonexistent"),
         service: "vigil-service test".into(),
         security_version: 1,

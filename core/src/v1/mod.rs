@@ -1,6 +1,7 @@
 //! Version 1 of Vigil's formats.
 //!
 //! - [`config`]: the service settings on the kernel command line.
+//! - [`console`]: the console lines the guest writes and the host reads.
 //! - [`refblock`]: the reference block sealing writes into the image.
 //! - [`handover`]: the initrd trailer that carries the per-boot key to the
 //!   loader.
@@ -14,6 +15,7 @@
 #[cfg(feature = "verify")]
 pub mod bundle;
 pub mod config;
+pub mod console;
 #[cfg(feature = "eventlog")]
 pub mod eventlog;
 #[cfg(feature = "digest")]

@@ -331,7 +331,7 @@ static HEAP: Bump = Bump {
 /// Ends the boot: the reason goes to the console, then QEMU's debug-exit port
 /// (if present) or a halt loop.
 fn fail(what: &dyn core::fmt::Display) -> ! {
-    let _ = writeln!(Console, "[loader] error: {what}");
+    let _ = writeln!(Console, "{}{what}", vigil_core::v1::console::LOADER_ERROR);
     // SAFETY: writing the isa-debug-exit port makes QEMU exit with status 1
     // when the device is present; elsewhere the port is unused.
     unsafe {

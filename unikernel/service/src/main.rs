@@ -70,7 +70,7 @@ fn main() {
             process::exit(1);
         }
     };
-    console_line!("vigil-service: listening on port {}", config.port);
+    console_line!("{} {}", vigil_core::v1::console::READY, config.port);
     if let Err(error) = server.run() {
         console_line!("vigil-service: event loop failed: {error}");
         process::exit(1);

@@ -78,7 +78,7 @@ pub type Halt = Box<dyn Fn(&str) + Send + Sync>;
 /// (on Hermit, exiting the service shuts the guest down).
 pub fn halt_guest() -> Halt {
     Box::new(|message| {
-        console_line!("vigil-watchdog: HALT: {message}");
+        console_line!("{}{message}", vigil_core::v1::console::HALT);
         std::process::exit(HALT_EXIT_STATUS);
     })
 }
