@@ -155,25 +155,30 @@ fn config(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+fn agent_code(error: &AgentError) -> u8 {
+    match error {
+        AgentError::Unreachable { .. } | AgentError::Status { .. } => 5,
+        AgentError::Body { .. } | AgentError::Evidence { .. } => 6,
+    }
+}
+
 fn exit_code(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
         if let Some(err) = cause.downcast_ref::<CheckError>() {
-            match err {
-                CheckError::NotEnrolled { .. } => return 4,
-                CheckError::Store(_) | CheckError::EnrolledAk { .. } => return 3,
-                CheckError::Agent(_) => {}
-            }
-        }
-        if let Some(err) = cause.downcast_ref::<AgentError>() {
             return match err {
-                AgentError::Unreachable { .. } | AgentError::Status { .. } => 5,
-                AgentError::Body { .. } | AgentError::Evidence { .. } => 6,
+                CheckError::NotEnrolled { .. } => 4,
+                CheckError::Store(_) | CheckError::EnrolledAk { .. } => 3,
+                CheckError::Agent(err) => agent_code(err),
             };
         }
-        if let Some(err) = cause.downcast_ref::<EnrollError>()
-            && !matches!(err, EnrollError::Agent(_))
-        {
-            return 7;
+        if let Some(err) = cause.downcast_ref::<AgentError>() {
+            return agent_code(err);
+        }
+        if let Some(err) = cause.downcast_ref::<EnrollError>() {
+            return match err {
+                EnrollError::Agent(err) => agent_code(err),
+                _ => 7,
+            };
         }
         if cause.downcast_ref::<StoreError>().is_some() || cause.downcast_ref::<Config>().is_some()
         {

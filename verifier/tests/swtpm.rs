@@ -404,56 +404,12 @@ impl Agent for ToolAgent<'_> {
     }
 
     fn activate(&self, _: &str, credential: &Credential) -> Result<Vec<u8>, AgentError> {
-        Ok(activate(self.domain, credential))
+        Ok(support::activate(self.domain, credential))
     }
 
     fn evidence(&self, _: &str, nonce: &Nonce) -> Result<Evidence, AgentError> {
         Ok(self.scene.expect("a launched scene").evidence(nonce))
     }
-}
-
-/// `tpm2_activatecredential` with the AK and the EK (PolicySecret session).
-fn activate(domain: &Domain, credential: &Credential) -> Vec<u8> {
-    let tpm = &domain.tpm;
-    support::write(tpm.dir.path(), "cred.in", &credential.tpm2_tools_file());
-    // The session must survive between tools: no flush until the end.
-    let tcti = format!("swtpm:path={}", tpm.path("tpm.sock").display());
-    let run = |args: &[&str]| {
-        let output = Command::new(args[0])
-            .args(&args[1..])
-            .args(["-T", &tcti])
-            .current_dir(tpm.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    run(&[
-        "tpm2_startauthsession",
-        "--policy-session",
-        "-S",
-        "session.ctx",
-    ]);
-    run(&["tpm2_policysecret", "-S", "session.ctx", "-c", "e"]);
-    run(&[
-        "tpm2_activatecredential",
-        "-c",
-        AK_HANDLE,
-        "-C",
-        "ek.ctx",
-        "-i",
-        "cred.in",
-        "-o",
-        "cred.out",
-        "-P",
-        "session:session.ctx",
-    ]);
-    run(&["tpm2_flushcontext", "session.ctx"]);
-    tpm.flush();
-    tpm.read("cred.out")
 }
 
 #[test]
@@ -468,7 +424,7 @@ fn enrollment_checks_the_ek_certificate_and_activates_a_credential() {
     // MakeCredential here → a real tpm2_activatecredential recovers the secret.
     let secret = *b"vigil credential secret 32 bytes";
     let credential = make_credential(&ek, &ak.name(), &secret, &mut rand_core::OsRng).unwrap();
-    assert_eq!(activate(&domain, &credential), secret);
+    assert_eq!(support::activate(&domain, &credential), secret);
 
     // The EK certificate verifies against the test's local CA, certifies
     // this EK, and not against another CA.

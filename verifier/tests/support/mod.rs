@@ -21,6 +21,7 @@ use vigil_core::v1::manifest::{
 use vigil_core::v1::refblock::{Reaction, RegionName};
 use vigil_core::v1::report::{Nonce, RegionDigest, Report, ReportKey, Verdict};
 use vigil_core::v2::events::LaunchEvents;
+use vigil_verify::credential::Credential;
 use vigil_verify::tpm::hex;
 
 /// The AK's persistent handle (the contract's).
@@ -561,4 +562,48 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// `tpm2_activatecredential` with the AK and the EK (PolicySecret session).
+pub fn activate(domain: &Domain, credential: &Credential) -> Vec<u8> {
+    let tpm = &domain.tpm;
+    write(tpm.dir.path(), "cred.in", &credential.tpm2_tools_file());
+    // The session must survive between tools: no flush until the end.
+    let tcti = format!("swtpm:path={}", tpm.path("tpm.sock").display());
+    let run = |args: &[&str]| {
+        let output = Command::new(args[0])
+            .args(&args[1..])
+            .args(["-T", &tcti])
+            .current_dir(tpm.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&[
+        "tpm2_startauthsession",
+        "--policy-session",
+        "-S",
+        "session.ctx",
+    ]);
+    run(&["tpm2_policysecret", "-S", "session.ctx", "-c", "e"]);
+    run(&[
+        "tpm2_activatecredential",
+        "-c",
+        AK_HANDLE,
+        "-C",
+        "ek.ctx",
+        "-i",
+        "cred.in",
+        "-o",
+        "cred.out",
+        "-P",
+        "session:session.ctx",
+    ]);
+    run(&["tpm2_flushcontext", "session.ctx"]);
+    tpm.flush();
+    tpm.read("cred.out")
 }
