@@ -142,6 +142,25 @@ fn genuine_evidence_is_affirmed_and_tpm2_checkquote_agrees() {
     // The evidence JSON round-trips through its codec.
     let parsed = Evidence::parse(&evidence.emit()).unwrap();
     assert_affirming(&scene.appraise(&parsed, &n, &scene.policy()));
+
+    // VIGIL_WRITE_FIXTURES=1 refreshes tests/data (see its README).
+    if std::env::var_os("VIGIL_WRITE_FIXTURES").is_some() {
+        use ed25519_dalek::pkcs8::EncodePublicKey as _;
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("evidence.json"), evidence.emit()).unwrap();
+        std::fs::write(data.join("ak.pub"), &scene.domain.ak_public).unwrap();
+        std::fs::write(data.join("nonce"), hex(n.as_bytes())).unwrap();
+        std::fs::write(
+            data.join("manifest.pub.pem"),
+            scene
+                .launch
+                .manifest_public_key()
+                .to_public_key_pem(Default::default())
+                .unwrap(),
+        )
+        .unwrap();
+    }
 }
 
 #[test]
