@@ -73,6 +73,8 @@ fn host_workspace_dependencies_point_inward() {
                 "vigil-build",
             ][..],
         ),
+        // The verifier trusts nothing it could forge: the core only.
+        ("vigil-verify", &["vigil-core"][..]),
     ]);
     for (package, deps) in &edges {
         let allowed = allowed
@@ -101,4 +103,66 @@ fn guest_workspace_depends_only_on_the_core() {
         edges["vigil-loader"].iter().all(|dep| dep == "vigil-core"),
         "the loader depends on the core only"
     );
+}
+
+/// `cargo tree` of the verifier's normal build (no dev-dependencies), with
+/// `extra` arguments: one line per package.
+fn verifier_tree(edges: &str, extra: &[&str]) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "vigil-verify",
+            "-e",
+            edges,
+            "--prefix",
+            "none",
+        ])
+        .args(extra)
+        .arg("--manifest-path")
+        .arg(root().join("Cargo.toml"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_verifier_links_no_signing_code() {
+    // Its normal build resolves vigil-core without `report-sign` (the
+    // runtime report signing key), whatever its tests enable.
+    let core = verifier_tree(
+        "normal,build",
+        &["-i", "vigil-core", "-f", "{p} {f}", "--depth", "0"],
+    );
+    let features: Vec<&str> = core
+        .lines()
+        .next()
+        .and_then(|line| line.rsplit(' ').next())
+        .unwrap_or_default()
+        .split(',')
+        .collect();
+    assert!(features.contains(&"report"), "vigil-core features: {core}");
+    assert!(
+        !features.contains(&"report-sign"),
+        "the verifier's build enables vigil-core/report-sign: {core}"
+    );
+    // No manifest signing anywhere in its tree (vigil-build holds the key).
+    let packages = verifier_tree("normal,build", &["-f", "{p}"]);
+    for forbidden in ["vigil-build ", "vigil-dom0 ", "vigil-bench "] {
+        assert!(
+            !packages.lines().any(|line| line.starts_with(forbidden)),
+            "{forbidden}is in the verifier's dependency tree"
+        );
+    }
+    // The check is not vacuous: the tests (dev-dependencies) do sign.
+    let with_dev = verifier_tree("all", &["-i", "vigil-core", "-f", "{f}", "--depth", "0"]);
+    assert!(with_dev.contains("report-sign"), "{with_dev}");
 }

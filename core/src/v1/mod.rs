@@ -11,6 +11,8 @@
 //! - `eventlog` (feature `eventlog`): the TCG crypto-agile event log.
 //! - `manifest` (feature `manifest`): the signed manifest.
 //! - `bundle` (feature `verify`): checking a sealed bundle.
+//! - `evidence` (feature `evidence`): an attestation agent's evidence (JSON)
+//!   and the tpm2-tools PCR file.
 
 #[cfg(feature = "verify")]
 pub mod bundle;
@@ -20,6 +22,8 @@ pub mod console;
 pub mod eventlog;
 #[cfg(feature = "digest")]
 pub mod events;
+#[cfg(feature = "evidence")]
+pub mod evidence;
 pub mod handover;
 #[cfg(feature = "manifest")]
 pub mod manifest;

@@ -8,6 +8,10 @@
 //! PCR 15). The verifier decodes the fields from the signed bytes, never from
 //! the JSON around them.
 //!
+//! Feature `report` verifies reports ([`verify`]); feature `report-sign`
+//! (the guest only) adds `ReportKey`, the signing half. The verifier
+//! enables `report` alone, so no signing code links into it.
+//!
 //! # Layout (v1, little-endian, [`HEADER_BYTES`] + 48 × region count bytes)
 //!
 //! | offset | size | field |
@@ -328,11 +332,11 @@ pub fn boot_id(public_key: &[u8; 32]) -> [u8; 32] {
 }
 
 /// The per-boot report key, from the secret seed dom0 provisions.
-#[cfg(feature = "report")]
+#[cfg(feature = "report-sign")]
 #[derive(Clone)]
 pub struct ReportKey(ed25519_dalek::SigningKey);
 
-#[cfg(feature = "report")]
+#[cfg(feature = "report-sign")]
 impl ReportKey {
     /// The key whose secret seed is `seed` (RFC 8032's 32-byte private key).
     pub fn from_seed(seed: &[u8; 32]) -> Self {
@@ -356,7 +360,7 @@ impl ReportKey {
     }
 }
 
-#[cfg(feature = "report")]
+#[cfg(feature = "report-sign")]
 impl fmt::Debug for ReportKey {
     /// Shows the public half only.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -612,7 +616,7 @@ mod tests {
         assert_eq!(made, Err(ReportError::ViolationTime));
     }
 
-    #[cfg(feature = "report")]
+    #[cfg(feature = "report-sign")]
     #[test]
     fn signed_reports_verify_and_tampered_ones_do_not() {
         let key = ReportKey::from_seed(&[9; 32]);
