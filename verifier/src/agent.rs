@@ -11,8 +11,10 @@
 use std::io::Read as _;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use vigil_core::v1::evidence::{Base64, Evidence, EvidenceError, MAX_EVIDENCE_BYTES};
+pub use vigil_core::v1::evidence::Identity;
+use vigil_core::v1::evidence::{
+    ActivationAnswer, ActivationRequest, Base64, Evidence, EvidenceError, MAX_EVIDENCE_BYTES,
+};
 use vigil_core::v1::report::Nonce;
 
 use crate::credential::Credential;
@@ -27,31 +29,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// The largest identity or activation answer read.
 const MAX_SMALL_BODY: u64 = 64 * 1024;
-
-/// A domain's TPM identity, as the agent presents it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Identity {
-    /// The EK certificate (DER).
-    pub ek_certificate: Base64,
-    /// The EK's `TPM2B_PUBLIC`.
-    pub ek_public: Base64,
-    /// The AK's `TPM2B_PUBLIC`.
-    pub ak_public: Base64,
-    /// The AK's name (hex): algorithm id and digest.
-    pub ak_name: String,
-}
-
-#[derive(Serialize)]
-struct ActivateRequest {
-    credential_blob: Base64,
-    encrypted_secret: Base64,
-}
-
-#[derive(Deserialize)]
-struct ActivateAnswer {
-    secret: Base64,
-}
 
 /// A failed exchange with the agent.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +171,7 @@ impl Agent for HttpAgent {
 
     fn activate(&self, domain: &str, credential: &Credential) -> Result<Vec<u8>, AgentError> {
         let url = self.url(domain, "activate");
-        let request = ActivateRequest {
+        let request = ActivationRequest {
             credential_blob: Base64(credential.credential_blob.clone()),
             encrypted_secret: Base64(credential.encrypted_secret.clone()),
         };
@@ -204,7 +181,7 @@ impl Agent for HttpAgent {
             .set("Content-Type", "application/json")
             .send_bytes(&serde_json::to_vec(&request).unwrap_or_default());
         let body = Self::read(&url, result, MAX_SMALL_BODY)?;
-        Ok(Self::json::<ActivateAnswer>(&url, &body)?.secret.0)
+        Ok(Self::json::<ActivationAnswer>(&url, &body)?.secret.0)
     }
 
     fn evidence(&self, domain: &str, nonce: &Nonce) -> Result<Evidence, AgentError> {

@@ -41,7 +41,7 @@ struct Cli {
     agent: String,
     /// Where enrollments are kept [default: $XDG_STATE_HOME/vigil-verify or
     /// ~/.local/state/vigil-verify].
-    #[arg(long, env = "VIGIL_STATE_DIR", global = true)]
+    #[arg(long, env = "VIGIL_VERIFY_STATE_DIR", global = true)]
     state_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Commands,

@@ -9,6 +9,8 @@
 //! baseline only.
 
 pub mod accel;
+pub mod agent;
+pub mod attest;
 pub mod console;
 pub mod domain;
 pub mod error;

@@ -79,7 +79,12 @@ pub fn vtpm_runs(domain: &DomainDir, record: &DomainRecord) -> bool {
 
 /// The state of one domain.
 pub fn status(state_root: &Path, name: &str) -> Result<DomainStatus> {
-    let domain = DomainDir::new(state_root, name)?;
+    status_of(&DomainDir::new(state_root, name)?)
+}
+
+/// The state of the domain in `domain`.
+pub fn status_of(domain: &DomainDir) -> Result<DomainStatus> {
+    let domain = domain.clone();
     let record = domain.read_record()?;
     let running = guest_runs(&domain, &record);
     let text = std::fs::read(domain.console()).unwrap_or_default();

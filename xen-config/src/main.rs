@@ -26,13 +26,16 @@ Exit codes:
   7    the guest stopped on its own after it had come up
   8    the bundle was refused (signature, digest, trusted key, security
        version, PCR 9): nothing was started
-  9    the domain is already running, or there is no such domain
+  9    the domain is already running, or there is no such domain, or
+       (attest) it is not running
   10   wait --timeout: the guest still runs
   130  interrupted: while the guest was booting (it was stopped), or
        while waiting for it (it runs on)
 
 Every launch is measured: the bundle is verified, its launch events are
-extended into the domain's vTPM, and only then does the guest boot.";
+extended into the domain's vTPM, and only then does the guest boot.
+Remote verifiers challenge a domain through `vigil-dom0 serve` (or read
+`vigil-dom0 attest`) and check the evidence with `vigil-verify`.";
 
 /// Vigil's VM-host tool: measured launch of sealed Hermit bundles under QEMU
 /// (or Xen), each domain with its own vTPM.
@@ -159,6 +162,38 @@ enum Command {
         #[arg(long, env = "VIGIL_STATE_DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Evidence for a remote verifier, as JSON: a TPM quote of PCR 9, 12
+    /// and 15 by the domain's attestation key with NONCE as qualifying
+    /// data, the PCR values (tpm2-tools' file format), the AK's public area,
+    /// the EK certificate, the event log, the manifest and its signature,
+    /// and the guest's runtime report for the same nonce
+    /// (docs/attestation.md). `vigil-verify` checks it.
+    #[command(after_help = EXIT_CODES)]
+    Attest {
+        /// The domain's name.
+        name: String,
+        /// The verifier's challenge: 16 to 32 bytes in hexadecimal.
+        #[arg(long)]
+        nonce: String,
+        /// Where domains keep their state.
+        #[arg(long, env = "VIGIL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// The attestation agent: answers verifiers over HTTP for every domain
+    /// under the state directory (GET /v1/domains,
+    /// /v1/domains/NAME/evidence?nonce=HEX, /v1/domains/NAME/identity,
+    /// POST /v1/domains/NAME/activate; docs/attestation.md). Runs until
+    /// Ctrl-C or SIGTERM.
+    #[command(after_help = EXIT_CODES)]
+    Serve {
+        /// Address to listen on. The default is loopback only; open it
+        /// wider only towards your verifiers.
+        #[arg(long, default_value = vigil_dom0::agent::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Where domains keep their state.
+        #[arg(long, env = "VIGIL_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// A domain's launch event log as JSON (the binary TCG log is
     /// <state-dir>/<name>/eventlog.bin, for tpm2_eventlog).
     #[command(after_help = EXIT_CODES)]
@@ -201,12 +236,14 @@ fn state_dir(given: Option<PathBuf>) -> PathBuf {
 }
 
 /// Writes `text` to standard output; a closed pipe ends it quietly.
-fn out(text: impl std::fmt::Display) -> Result<(), LaunchError> {
-    vigil_cli::print(text).map_err(LaunchError::io("writing", "standard output"))
+fn out(text: impl std::fmt::Display) -> Result<(), Failure> {
+    vigil_cli::print(text)
+        .map_err(LaunchError::io("writing", "standard output"))
+        .map_err(Failure::from)
 }
 
 /// Writes `value` as pretty JSON and a newline to standard output.
-fn out_json(value: &impl serde::Serialize) -> Result<(), LaunchError> {
+fn out_json(value: &impl serde::Serialize) -> Result<(), Failure> {
     // Records, statuses and event logs serialize without failing.
     out(format_args!(
         "{}\n",
@@ -214,7 +251,34 @@ fn out_json(value: &impl serde::Serialize) -> Result<(), LaunchError> {
     ))
 }
 
-fn run(cli: Cli) -> Result<(), LaunchError> {
+/// Every way a command can fail, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Attest(#[from] vigil_dom0::attest::AttestError),
+    #[error(transparent)]
+    Agent(#[from] vigil_dom0::agent::AgentError),
+    #[error("{0}")]
+    BadNonce(String),
+}
+
+impl Failure {
+    fn exit_code(&self) -> ExitCode {
+        use vigil_dom0::attest::AttestError;
+        match self {
+            Self::Launch(err) | Self::Attest(AttestError::Domain(err)) => err.exit_code(),
+            Self::Attest(AttestError::NotRunning { .. } | AttestError::NoAttestationKey { .. }) => {
+                ExitCode::from(exit::DOMAIN)
+            }
+            Self::Attest(_) | Self::Agent(_) => ExitCode::from(exit::HOST),
+            Self::BadNonce(_) => ExitCode::from(exit::BAD_INPUT),
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
     let cancel = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&cancel)).map_err(LaunchError::io(
@@ -266,7 +330,8 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
                 if backend != BackendArg::Xen {
                     return Err(LaunchError::BadSetting(
                         "--dry-run applies to --backend xen".into(),
-                    ));
+                    )
+                    .into());
                 }
                 return out(launch::xen_dry_run(&options)?);
             }
@@ -340,6 +405,36 @@ fn run(cli: Cli) -> Result<(), LaunchError> {
                 status.exit_reason.as_deref().unwrap_or_default()
             );
             out_json(&status)
+        }
+        Command::Attest {
+            name,
+            nonce,
+            state_dir: dir,
+        } => {
+            let nonce = vigil_dom0::agent::parse_nonce_query(&format!("nonce={nonce}"))
+                .map_err(Failure::BadNonce)?;
+            let domain = vigil_dom0::domain::DomainDir::new(&state_dir(dir), &name)?;
+            let evidence = vigil_dom0::attest::evidence(&domain, &nonce)?;
+            out(format_args!(
+                "{}\n",
+                String::from_utf8_lossy(&evidence.emit())
+            ))?;
+            Ok(())
+        }
+        Command::Serve {
+            listen,
+            state_dir: dir,
+        } => {
+            let listener = vigil_dom0::agent::Listener::bind(listen, state_dir(dir))?;
+            eprintln!(
+                "vigil-dom0: attestation agent on http://{}/ (Ctrl-C stops it)",
+                listener
+                    .local_addr()
+                    .map_or_else(|| listen.to_string(), |a| a.to_string())
+            );
+            listener.serve(&cancel);
+            eprintln!("vigil-dom0: attestation agent stopped");
+            Ok(())
         }
         Command::Eventlog {
             name,

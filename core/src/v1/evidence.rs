@@ -141,6 +141,43 @@ pub struct Evidence {
 }
 
 /// Why bytes are not valid v1 evidence.
+/// A domain's TPM identity, as the agent presents it
+/// (`GET /v1/domains/{name}/identity`): what a verifier needs to enroll the
+/// domain's attestation key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The EK certificate (DER), from NV index 0x01c00002.
+    pub ek_certificate: Base64,
+    /// The EK's `TPM2B_PUBLIC`.
+    pub ek_public: Base64,
+    /// The AK's `TPM2B_PUBLIC`.
+    pub ak_public: Base64,
+    /// The AK's name (hex): algorithm id and digest.
+    pub ak_name: String,
+}
+
+/// A credential for the domain's TPM to activate
+/// (`POST /v1/domains/{name}/activate`): `TPM2_MakeCredential`'s output,
+/// each part a TPM2B's contents without its size (the two parts of the file
+/// `tpm2_makecredential -o` writes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationRequest {
+    /// `TPM2B_ID_OBJECT` contents: integrity HMAC and encrypted credential.
+    pub credential_blob: Base64,
+    /// `TPM2B_ENCRYPTED_SECRET` contents: the seed, encrypted to the EK.
+    pub encrypted_secret: Base64,
+}
+
+/// What `TPM2_ActivateCredential` recovered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationAnswer {
+    /// The secret.
+    pub secret: Base64,
+}
+
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum EvidenceError {

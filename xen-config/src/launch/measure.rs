@@ -1,6 +1,6 @@
-//! Step 3 of a launch: the launch event list extended into the domain's
-//! vTPM, one event-log record per extend, and PCR 9 checked against the
-//! manifest's prediction.
+//! Step 4 of a launch: the launch event list (v2,
+//! `vigil_core::v2::events`) extended into the domain's vTPM, one event-log
+//! record per extend, and PCR 9 checked against the manifest's prediction.
 
 use std::fs;
 use std::path::Path;
@@ -8,6 +8,7 @@ use std::path::Path;
 use vigil_core::v1::eventlog::{self, Record};
 use vigil_core::v1::events::{LAUNCH_PCRS, LaunchInputs};
 use vigil_core::v1::manifest::{Digest, Manifest};
+use vigil_core::v2::events::LaunchEvents;
 
 use crate::error::{LaunchError, Result};
 use vigil_tpm::Tpm;
@@ -23,16 +24,16 @@ pub fn measure(
     report_public: &[u8; 32],
     log_path: &Path,
 ) -> Result<Vec<(u8, Digest)>> {
-    let inputs = LaunchInputs {
+    let events = LaunchEvents::new(LaunchInputs {
         loader_sha256: manifest.loader.sha256.0,
         image_sha256: manifest.image.sha256.0,
         manifest: manifest_bytes,
         cmdline: &manifest.kernel_cmdline,
         report_key: report_public,
-    };
+    });
     let mut tpm = Tpm::connect(socket);
     let mut records = Vec::new();
-    for event in inputs.events() {
+    for event in events.events() {
         tpm.extend(event.spec.pcr, &event.digest)?;
         records.push(Record {
             pcr: u32::from(event.spec.pcr),

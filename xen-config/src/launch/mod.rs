@@ -5,12 +5,12 @@
 //!    the reference block, the security version floor. Only these bytes boot.
 //! 2. The backend's host checks (QEMU: the port is free, the accelerator),
 //!    before anything starts; then the per-boot report key ([`per_boot`]).
-//! 3. The backend creates the guest without running it ([`backend::Boot`]:
-//!    QEMU `-S`; Xen writes its xl.cfg).
-//! 4. The domain's swtpm starts (its vTPM provisioned on the first launch:
-//!    EK certificate, attestation key), and the launch event list is
-//!    extended into PCR 9, 12 and 15 with an event log ([`measure`]); PCR 9
-//!    must be the manifest's prediction.
+//! 3. The domain's swtpm starts (its vTPM provisioned on the first launch:
+//!    EK certificate, attestation key), and the backend creates the guest
+//!    without running it ([`backend::Boot`]: QEMU `-S`; Xen writes its
+//!    xl.cfg).
+//! 4. The launch event list is extended into PCR 9, 12 and 15 with an event
+//!    log ([`measure`]); PCR 9 must be the manifest's prediction.
 //! 5. The guest runs, the launch waits for its service, records the domain
 //!    on disk ([`crate::domain`]) and leaves guest and swtpm running.
 //!
@@ -157,20 +157,21 @@ fn launch_in(
     };
     let (initrd, report_public) = per_boot::report_key(&verified)?;
 
-    // 3. The guest, not running yet.
+    // 3. The vTPM (provisioned on the domain's first launch, which takes
+    // seconds: before the guest exists, so that its boot time does not
+    // count it), then the guest, not running yet.
+    let swtpm = Swtpm::start(&domain.tpm())?;
+    prepare_vtpm(&swtpm, options.ak_algorithm)?;
     boot.create_paused(&initrd)?;
 
-    // 4. The vTPM and the measurement.
-    let swtpm = Swtpm::start(&domain.tpm())?;
-    let measured = prepare_vtpm(&swtpm, options.ak_algorithm).and_then(|()| {
-        measure::measure(
-            swtpm.socket(),
-            &verified.manifest,
-            &verified.manifest_bytes,
-            &report_public,
-            &domain.eventlog(),
-        )
-    });
+    // 4. The measurement.
+    let measured = measure::measure(
+        swtpm.socket(),
+        &verified.manifest,
+        &verified.manifest_bytes,
+        &report_public,
+        &domain.eventlog(),
+    );
 
     // 5. Run, wait, record.
     let up = measured.and_then(|pcrs| {
