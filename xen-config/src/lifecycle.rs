@@ -134,12 +134,12 @@ pub fn wait(
 ) -> Result<DomainStatus> {
     let started = Instant::now();
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(LaunchError::WaitInterrupted { name: name.into() });
+        }
         let status = status(state_root, name)?;
         if status.state != GuestState::Running {
             return Ok(status);
-        }
-        if cancel.load(Ordering::Relaxed) {
-            return Err(LaunchError::WaitInterrupted { name: name.into() });
         }
         if let Some(limit) = timeout {
             if started.elapsed() >= limit {
