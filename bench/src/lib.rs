@@ -6,7 +6,6 @@
 pub mod error;
 pub mod http;
 pub mod interrupt;
-pub mod output;
 pub mod stats;
 pub mod tamper;
 pub mod wrk;

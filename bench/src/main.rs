@@ -1,5 +1,6 @@
 //! Command-line front end of `vigil-bench`.
 
+mod attest;
 mod launch;
 mod seal;
 mod watchdog;
@@ -11,10 +12,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use vigil_bench::error::{BenchError, EXIT_CODES, exit, exit_code};
 use vigil_bench::http::{self, HttpBench};
+use vigil_bench::interrupt;
 use vigil_bench::wrk::Load;
-use vigil_bench::{interrupt, output};
 use vigil_dom0::accel::AccelChoice;
 
+use crate::attest::AttestBench;
 use crate::launch::LaunchBench;
 use crate::seal::SealBench;
 use crate::watchdog::WatchdogBench;
@@ -108,6 +110,27 @@ enum Command {
         #[arg(long, default_value = "bench/results/launch.md")]
         out: PathBuf,
     },
+    /// Remote attestation, challenge → verdict: `vigil-verify`'s check
+    /// against the agent (a fresh nonce, the evidence, every claim, the EAR)
+    /// beside the tpm2-tools flow (`tpm2_quote` + `tpm2_checkquote -e` +
+    /// `tpm2_eventlog`) on the same vTPM, interleaved (needs the apt package
+    /// `tpm2-tools`).
+    #[command(after_help = EXIT_CODES)]
+    Attest {
+        /// The directory `vigil-build build` wrote.
+        #[arg(long, default_value = "target/vigil/hvm")]
+        image_dir: PathBuf,
+        /// Measured rounds of each side.
+        #[arg(long, default_value_t = 100)]
+        rounds: usize,
+        /// Where the temporary directory (key, bundle, the domain's state)
+        /// is made; it is removed at the end.
+        #[arg(long, default_value = "target")]
+        work_dir: PathBuf,
+        /// Where the report goes (a .md file; the numbers go beside it as .json).
+        #[arg(long, default_value = "bench/results/attest.md")]
+        out: PathBuf,
+    },
     /// The in-image watchdog: HTTP throughput with it at the default
     /// interval beside it disabled (same image, both measured launches), time
     /// per full scan, a no-false-positive run under load, and detection
@@ -174,7 +197,7 @@ fn publish<R: serde::Serialize>(
     let json_path = out.with_extension("json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
-    output::print(&markdown).context("writing the report to stdout")?;
+    vigil_cli::print(&markdown).context("writing the report to stdout")?;
     eprintln!(
         "vigil-bench: wrote {} and {}",
         out.display(),
@@ -273,6 +296,26 @@ fn run(cli: Cli) -> Result<()> {
                 &machine,
                 &launch::run(&bench)?,
                 launch::markdown,
+            )
+        }
+        Command::Attest {
+            image_dir,
+            rounds,
+            work_dir,
+            out,
+        } => {
+            let bench = AttestBench {
+                image_dir,
+                rounds,
+                work_dir,
+            };
+            let machine = vigil_bench::machine_description();
+            publish(
+                &out,
+                &command_line,
+                &machine,
+                &attest::run(&bench)?,
+                attest::markdown,
             )
         }
         Command::Watchdog {

@@ -71,10 +71,11 @@ fn host_workspace_dependencies_point_inward() {
                 "vigil-tpm",
                 "vigil-dom0",
                 "vigil-build",
+                "vigil-verify",
             ][..],
         ),
         // The verifier trusts nothing it could forge: the core only.
-        ("vigil-verify", &["vigil-core"][..]),
+        ("vigil-verify", &["vigil-core", "vigil-cli"][..]),
     ]);
     for (package, deps) in &edges {
         let allowed = allowed

@@ -108,7 +108,7 @@ pub fn check(
         .iter()
         .any(|c| c.name == "tpm-counters" && c.passed());
     if let (Some(clock), true) = (appraisal.clock, counters_ok)
-        && enrollment.counters != Some(clock)
+        && worth_recording(enrollment.counters, clock)
     {
         enrollment.counters = Some(clock);
         store.save(&enrollment)?;
@@ -120,6 +120,29 @@ pub fn check(
         ear,
         previous,
     })
+}
+
+/// How far the TPM clock may run ahead of the recorded one before the
+/// record is brought up to date even though no counter changed.
+pub const CLOCK_RECORD_STEP_MS: u64 = 60_000;
+
+/// Whether the counters a quote carried are worth writing to the state (a
+/// synced file): whenever a reset or restart count or the safe flag changed,
+/// and otherwise once the clock has moved [`CLOCK_RECORD_STEP_MS`] past the
+/// recorded value. A rollback is judged against the recorded values, so a
+/// clock set back by less than that step since the last record goes
+/// unnoticed by the clock comparison; the reset and restart counts, which a
+/// rolled-back state carries too, are recorded at every change.
+fn worth_recording(recorded: Option<ClockInfo>, now: ClockInfo) -> bool {
+    match recorded {
+        None => true,
+        Some(old) => {
+            old.reset_count != now.reset_count
+                || old.restart_count != now.restart_count
+                || old.safe != now.safe
+                || now.clock.saturating_sub(old.clock) >= CLOCK_RECORD_STEP_MS
+        }
+    }
 }
 
 /// What the watch loop saw in one round.
@@ -208,6 +231,32 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_recorded_when_they_change_and_the_clock_every_step() {
+        let at = |clock, reset_count, restart_count| ClockInfo {
+            clock,
+            reset_count,
+            restart_count,
+            safe: true,
+        };
+        assert!(worth_recording(None, at(5, 1, 0)));
+        let recorded = Some(at(1_000, 1, 0));
+        assert!(!worth_recording(recorded, at(1_500, 1, 0)));
+        assert!(worth_recording(recorded, at(1_500, 2, 0)));
+        assert!(worth_recording(recorded, at(1_500, 1, 1)));
+        assert!(worth_recording(
+            recorded,
+            at(1_000 + CLOCK_RECORD_STEP_MS, 1, 0)
+        ));
+        assert!(worth_recording(
+            recorded,
+            ClockInfo {
+                safe: false,
+                ..at(1_500, 1, 0)
+            }
+        ));
+    }
 
     fn status(status: &str, reset: u32) -> Observation {
         Observation::Status {

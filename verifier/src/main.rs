@@ -228,13 +228,9 @@ fn load_policy(args: &PolicyArgs) -> Result<Policy> {
     })
 }
 
-/// Prints, treating a closed pipe as done.
+/// Prints, treating a closed pipe as done (`vigil_cli`).
 fn emit(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
-        _ => Ok(()),
-    }
+    Ok(vigil_cli::print(text)?)
 }
 
 fn print_result(appraisal: &Appraisal, ear: &Ear, output: &OutputArgs) -> Result<ExitCode> {

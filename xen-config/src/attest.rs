@@ -112,19 +112,22 @@ impl AttestError {
 
 /// A running domain's record, or why there is none.
 fn running(domain: &DomainDir) -> Result<DomainRecord, AttestError> {
-    let status = lifecycle::status_of(domain)?;
-    if status.state != GuestState::Running || !status.vtpm_running {
+    let record = domain.read_record()?;
+    let guest = lifecycle::guest_runs(domain, &record);
+    let vtpm = lifecycle::vtpm_runs(domain, &record);
+    if !guest || !vtpm {
         return Err(AttestError::NotRunning {
             name: domain.name().into(),
-            guest: status.state.as_str(),
-            vtpm: if status.vtpm_running {
-                "running"
+            guest: if guest {
+                GuestState::Running
             } else {
-                "stopped"
-            },
+                GuestState::Exited
+            }
+            .as_str(),
+            vtpm: if vtpm { "running" } else { "stopped" },
         });
     }
-    Ok(status.record)
+    Ok(record)
 }
 
 fn tpm_error(domain: &DomainDir) -> impl Fn(TpmError) -> AttestError + '_ {
@@ -189,11 +192,16 @@ pub fn activate(
 /// serves one command at a time); the agent still queues them per domain.
 pub fn evidence(domain: &DomainDir, nonce: &Nonce) -> Result<Evidence, AttestError> {
     let record = running(domain)?;
-    let fail = tpm_error(domain);
-    let mut tpm = Tpm::connect(&record.tpm_socket);
-    let ak = tpm.read_public(AK_HANDLE).map_err(&fail)?;
-    let (quote, values) = consistent_quote(&mut tpm, domain, nonce)?;
-    let ek_certificate = tpm.read_ek_certificate().map_err(&fail)?;
+    // The guest signs its report while the vTPM quotes.
+    let (tpm_part, report) = std::thread::scope(|scope| {
+        let report = scope.spawn(|| runtime_report(&record, nonce));
+        let tpm_part = quote_and_identity(domain, &record, nonce);
+        let report = report
+            .join()
+            .unwrap_or_else(|_| Err("fetching the runtime report failed".into()));
+        (tpm_part, report)
+    });
+    let (ak, quote, values, ek_certificate) = tpm_part?;
     let pcr_selection = evidence::PcrSelection::new(
         SHA256,
         &values
@@ -209,7 +217,7 @@ pub fn evidence(domain: &DomainDir, nonce: &Nonce) -> Result<Evidence, AttestErr
     }
     .emit()
     .map_err(AttestError::PcrFile)?;
-    let (runtime_report, runtime_report_error) = match runtime_report(&record, nonce) {
+    let (runtime_report, runtime_report_error) = match report {
         Ok(report) => (Some(report), None),
         Err(why) => (None, Some(why)),
     };
@@ -230,6 +238,25 @@ pub fn evidence(domain: &DomainDir, nonce: &Nonce) -> Result<Evidence, AttestErr
         runtime_report,
         runtime_report_error,
     })
+}
+
+/// What the vTPM contributes: the AK's public area, the quote and the PCR
+/// values, and the EK certificate (kept beside the vTPM state since the
+/// launch that provisioned it; read from NV if it is not there).
+fn quote_and_identity(
+    domain: &DomainDir,
+    record: &DomainRecord,
+    nonce: &Nonce,
+) -> Result<(vigil_tpm::PublicKey, vigil_tpm::Quote, PcrValues, Vec<u8>), AttestError> {
+    let fail = tpm_error(domain);
+    let mut tpm = Tpm::connect(&record.tpm_socket);
+    let ak = tpm.read_public(AK_HANDLE).map_err(&fail)?;
+    let (quote, values) = consistent_quote(&mut tpm, domain, nonce)?;
+    let ek_certificate = match fs::read(domain.ek_certificate()) {
+        Ok(der) => der,
+        Err(_) => tpm.read_ek_certificate().map_err(&fail)?,
+    };
+    Ok((ak, quote, values, ek_certificate))
 }
 
 /// A quote of the launch PCRs and their values, read before and after it:

@@ -7,7 +7,8 @@
 //!   eventlog.bin                the launch's TCG event log
 //!   console.log                 the guest's serial console
 //!   boot/                       the verified private copy of the bundle
-//!   tpm/                        the vTPM: state/ (kept), tpm.sock, tpm.sock.ctrl
+//!   tpm/                        the vTPM: state/ (kept), tpm.sock, tpm.sock.ctrl,
+//!                               ek-cert.der (a copy of the EK certificate)
 //!   qmp.sock, qemu.log          QEMU's monitor and stderr (QEMU backend)
 //!   xl.cfg                      the domain's configuration (Xen backend)
 //! ```
@@ -116,6 +117,12 @@ impl DomainDir {
     /// The Xen domain's configuration.
     pub fn xl_cfg(&self) -> PathBuf {
         self.path.join("xl.cfg")
+    }
+
+    /// The EK certificate (DER), as the vTPM's NV memory holds it; written
+    /// by the launch, read by the agent.
+    pub fn ek_certificate(&self) -> PathBuf {
+        self.tpm().join("ek-cert.der")
     }
 
     /// Whether the domain has vTPM state (it was launched before).

@@ -65,7 +65,7 @@ fn exit_reason(console: &str) -> String {
 }
 
 /// Whether the guest of `record` (in `domain`) runs.
-fn guest_runs(domain: &DomainDir, record: &DomainRecord) -> bool {
+pub fn guest_runs(domain: &DomainDir, record: &DomainRecord) -> bool {
     match record.runtime {
         Runtime::Qemu { qemu_pid, .. } => process::alive(qemu_pid, domain.path()),
         Runtime::Xen { .. } => xen::exists(domain.name()),

@@ -24,7 +24,7 @@ pub mod on_xen;
 pub mod per_boot;
 pub mod verified;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -161,7 +161,7 @@ fn launch_in(
     // seconds: before the guest exists, so that its boot time does not
     // count it), then the guest, not running yet.
     let swtpm = Swtpm::start(&domain.tpm())?;
-    prepare_vtpm(&swtpm, options.ak_algorithm)?;
+    prepare_vtpm(&swtpm, options.ak_algorithm, &domain.ek_certificate())?;
     boot.create_paused(&initrd)?;
 
     // 4. The measurement.
@@ -221,16 +221,18 @@ fn launch_in(
 
 /// A started vTPM made ready for attestation: its clock "safe" again if an
 /// earlier swtpm was stopped without `TPM2_Shutdown` (quotes with an unsafe
-/// clock are rejected by verifiers), and its attestation key created on the
-/// first launch (kept with the vTPM state afterwards).
-fn prepare_vtpm(swtpm: &Swtpm, ak_algorithm: AkAlgorithm) -> Result<()> {
+/// clock are rejected by verifiers), its attestation key created on the
+/// first launch (kept with the vTPM state afterwards), and a copy of its EK
+/// certificate at `ek_certificate` for the agent.
+fn prepare_vtpm(swtpm: &Swtpm, ak_algorithm: AkAlgorithm, ek_certificate: &Path) -> Result<()> {
     let mut tpm = Tpm::connect(swtpm.socket());
     let clock = tpm.read_clock()?;
     if !clock.clock_info.safe {
         tpm.restore_clock_safe()?;
     }
     tpm.ensure_attestation_key(ak_algorithm)?;
-    Ok(())
+    let certificate = tpm.read_ek_certificate()?;
+    std::fs::write(ek_certificate, certificate).map_err(LaunchError::io("writing", ek_certificate))
 }
 
 /// The service port on a sealed kernel command line (its `--port=`, else
