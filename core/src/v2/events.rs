@@ -28,7 +28,9 @@
 //! and a verifier's replay are the same for both. A reader tells the version
 //! of a log from the type of its PCR 15 event ([`list_version`]).
 
-use crate::v1::events::{EV_IPL, EventSpec, LaunchEvent, LaunchInputs, Measured};
+use crate::v1::events::{
+    EventSpec, LAUNCH_EVENTS as V1_EVENTS, LaunchEvent, LaunchInputs, Measured,
+};
 
 /// TCG PC Client event type `EV_EVENT_TAG`.
 pub const EV_EVENT_TAG: u32 = 0x0000_0006;
@@ -40,28 +42,13 @@ pub const REPORT_KEY_TAG: u32 = u32::from_le_bytes(*b"VGRK");
 /// Bytes of the report key's tagged event data.
 pub const TAGGED_KEY_BYTES: usize = 8 + 32;
 
-/// The launch event list (v2), in extend order.
+/// The launch event list (v2), in extend order: v1's first four events,
+/// then the report key as a tagged event.
 pub const LAUNCH_EVENTS: [EventSpec; 5] = [
-    EventSpec {
-        pcr: 9,
-        event_type: EV_IPL,
-        measured: Measured::Loader,
-    },
-    EventSpec {
-        pcr: 9,
-        event_type: EV_IPL,
-        measured: Measured::Image,
-    },
-    EventSpec {
-        pcr: 12,
-        event_type: EV_IPL,
-        measured: Measured::Manifest,
-    },
-    EventSpec {
-        pcr: 12,
-        event_type: EV_IPL,
-        measured: Measured::Cmdline,
-    },
+    V1_EVENTS[0],
+    V1_EVENTS[1],
+    V1_EVENTS[2],
+    V1_EVENTS[3],
     EventSpec {
         pcr: 15,
         event_type: EV_EVENT_TAG,
@@ -169,7 +156,7 @@ impl<'a> LaunchEvents<'a> {
 #[cfg(feature = "eventlog")]
 pub fn list_version(records: &[crate::v1::eventlog::Record<'_>]) -> Option<ListVersion> {
     match records.iter().find(|r| r.pcr == 15)?.event_type {
-        EV_IPL => Some(ListVersion::V1),
+        crate::v1::events::EV_IPL => Some(ListVersion::V1),
         EV_EVENT_TAG => Some(ListVersion::V2),
         _ => None,
     }
