@@ -1,6 +1,6 @@
 //! What Vigil's command-line tools share.
 //!
-//! - [`print`] and [`println`]: standard output that a closed pipe ends
+//! - [`print()`] and [`println()`]: standard output that a closed pipe ends
 //!   quietly. `vigil-dom0 status demo | grep -q running` closes the pipe at
 //!   the first match; `println!` would then panic ("failed printing to
 //!   stdout: Broken pipe") and the tool would fail. Like ripgrep, Vigil's
@@ -19,7 +19,7 @@ pub fn print(text: impl Display) -> io::Result<()> {
     quiet_on_closed_pipe(write!(out, "{text}").and_then(|()| out.flush()))
 }
 
-/// [`print`] followed by a newline.
+/// [`print()`] followed by a newline.
 pub fn println(text: impl Display) -> io::Result<()> {
     print(format_args!("{text}\n"))
 }
