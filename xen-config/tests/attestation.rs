@@ -89,11 +89,16 @@ struct World {
 
 impl World {
     fn new(name: &str) -> Self {
+        Self::launched(name, &[])
+    }
+
+    /// A domain launched with `extra` launch arguments.
+    fn launched(name: &str, extra: &[&str]) -> Self {
         let alone = ONE_GUEST_AT_A_TIME
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let setup = Setup::new();
-        let output = setup.launch("bundle", "k.pub", name, &[]);
+        let output = setup.launch("bundle", "k.pub", name, extra);
         assert!(output.status.success(), "{}", stderr(&output));
         let record: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         let agent = AgentProcess::start(&setup);
@@ -493,4 +498,22 @@ fn an_agent_that_answers_with_another_domains_evidence_is_caught() {
     let failed = failed(&outcome.appraisal);
     assert!(failed.contains(&"domain"), "{failed:?}");
     assert!(failed.contains(&"quote-signature"), "{failed:?}");
+}
+
+#[test]
+#[ignore = "boots the built image under QEMU: run by scripts/test"]
+fn an_ecc_attestation_key_is_enrolled_and_affirmed() {
+    let world = World::launched("ecc", &["--attestation-key", "ecc"]);
+    world.enroll("ecc");
+    let outcome = world.check("ecc");
+    assert_eq!(
+        outcome.appraisal.status,
+        Status::Affirming,
+        "failed: {:?}",
+        failed(&outcome.appraisal)
+    );
+    // The quote is signed with ECDSA: a TPMT_SIGNATURE whose algorithm is
+    // TPM_ALG_ECDSA (0x0018).
+    let evidence = world.http().evidence("ecc", &nonce(3)).unwrap();
+    assert_eq!(&evidence.quote.signature.0[..2], &[0x00, 0x18]);
 }
