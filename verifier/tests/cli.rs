@@ -20,6 +20,49 @@ use vigil_verify::tpm::hex;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigil-verify");
 
+/// A webhook receiver on loopback: answers every POST with 200 and keeps
+/// its body.
+struct Webhook {
+    url: String,
+    bodies: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Webhook {
+    fn posts(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+fn webhook() -> Webhook {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            kept.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            respond(&mut stream, 200, "{}");
+        }
+    });
+    Webhook { url, bodies }
+}
+
 /// A minimal agent: the contract's three endpoints for one domain, `demo`.
 struct StandIn {
     address: String,
@@ -326,7 +369,8 @@ fn enroll_check_watch_and_a_jwt_python_verifies() {
     assert!(!python.status.success());
 
     // Watch: two rounds, one change reported (start → affirming), the
-    // command run once with the EAR on stdin.
+    // command run once with the EAR on stdin, and one POST to the webhook.
+    let hook = webhook();
     let seen = work.path().join("changes");
     let command = format!(
         "echo \"$VIGIL_PREVIOUS_STATUS>$VIGIL_STATUS\" >> {0}; head -c 1 >> {0}",
@@ -344,12 +388,23 @@ fn enroll_check_watch_and_a_jwt_python_verifies() {
             "2",
             "--on-change",
             &command,
+            "--webhook",
+            &hook.url,
         ],
         &agent.address,
         &state,
     );
     assert_eq!(code(&output), 0, "{}", text(&output));
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), ">affirming\n{");
+    let posts = hook.posts();
+    assert_eq!(posts.len(), 1, "one change, one POST: {posts:?}");
+    let post: serde_json::Value = serde_json::from_str(&posts[0]).unwrap();
+    assert_eq!(post["domain"], "demo");
+    assert_eq!(post["status"], "affirming");
+    assert_eq!(
+        post["ear"]["submods"]["demo"]["ear.status"], "affirming",
+        "{post}"
+    );
     let address = agent.address.clone();
     drop(agent);
 
