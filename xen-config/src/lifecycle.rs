@@ -119,6 +119,57 @@ pub fn list(state_root: &Path) -> Result<Vec<DomainStatus>> {
     names.iter().map(|name| status(state_root, name)).collect()
 }
 
+/// A domain's launch event log as JSON, for people: every record (PCR,
+/// event type, digest, data as text or hex), the launch event list version,
+/// the per-boot report key from PCR 15's event, and each launch PCR
+/// replayed. The binary log itself is [`DomainDir::eventlog`].
+pub fn eventlog(domain: &DomainDir) -> Result<serde_json::Value> {
+    use vigil_core::v1::eventlog;
+    let path = domain.eventlog();
+    let bytes = std::fs::read(&path).map_err(|_| LaunchError::UnknownDomain {
+        name: domain.name().into(),
+    })?;
+    let records = eventlog::parse(&bytes).map_err(|err| LaunchError::BadImageDir {
+        path: path.clone(),
+        problem: err.to_string(),
+    })?;
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let version = vigil_core::v2::events::list_version(&records);
+    let events: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            let mut event = serde_json::json!({
+                "pcr": r.pcr,
+                "event_type": format!("{:#x}", r.event_type),
+                "sha256": hex(&r.sha256),
+                "data": std::str::from_utf8(r.data).map_or_else(|_| hex(r.data), str::to_owned),
+            });
+            if let Some(key) = version
+                .filter(|_| r.pcr == 15)
+                .and_then(|v| v.report_key(r.data))
+            {
+                event["report_key"] = hex(&key).into();
+            }
+            event
+        })
+        .collect();
+    let replayed: serde_json::Map<String, serde_json::Value> = vigil_core::v1::events::LAUNCH_PCRS
+        .iter()
+        .map(|&pcr| {
+            (
+                pcr.to_string(),
+                hex(&eventlog::replay(&records, u32::from(pcr))).into(),
+            )
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "domain": domain.name(),
+        "list_version": version.map(|v| v.number()),
+        "events": events,
+        "replayed_pcrs": replayed,
+    }))
+}
+
 /// How often [`wait`] looks at a domain.
 const WAIT_POLL: Duration = Duration::from_millis(200);
 

@@ -440,39 +440,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             name,
             state_dir: dir,
         } => {
-            let path = vigil_dom0::domain::DomainDir::new(&state_dir(dir), &name)?.eventlog();
-            let bytes = std::fs::read(&path)
-                .map_err(|_| LaunchError::UnknownDomain { name: name.clone() })?;
-            let records = vigil_core::v1::eventlog::parse(&bytes).map_err(|err| {
-                LaunchError::BadImageDir {
-                    path: path.clone(),
-                    problem: err.to_string(),
-                }
-            })?;
-            let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-            let view: Vec<serde_json::Value> = records
-                .iter()
-                .map(|r| {
-                    serde_json::json!({
-                        "pcr": r.pcr,
-                        "event_type": format!("{:#x}", r.event_type),
-                        "sha256": hex(&r.sha256),
-                        "data": std::str::from_utf8(r.data).map_or_else(|_| hex(r.data), str::to_owned),
-                    })
-                })
-                .collect();
-            let replayed: serde_json::Map<String, serde_json::Value> = [9u32, 12, 15]
-                .iter()
-                .map(|&pcr| {
-                    (
-                        pcr.to_string(),
-                        hex(&vigil_core::v1::eventlog::replay(&records, pcr)).into(),
-                    )
-                })
-                .collect();
-            let out =
-                serde_json::json!({"domain": name, "events": view, "replayed_pcrs": replayed});
-            out_json(&out)
+            let domain = vigil_dom0::domain::DomainDir::new(&state_dir(dir), &name)?;
+            out_json(&lifecycle::eventlog(&domain)?)
         }
     }
 }

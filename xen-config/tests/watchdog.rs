@@ -174,8 +174,10 @@ fn verified_report(setup: &Setup, domain: &Domain) -> report::Report {
         .iter()
         .find(|e| e["pcr"] == 15)
         .unwrap();
-    let public: [u8; 32] = hex(key_event["data"].as_str().unwrap()).try_into().unwrap();
-    assert_eq!(body["public_key"], key_event["data"]);
+    let public: [u8; 32] = hex(key_event["report_key"].as_str().unwrap())
+        .try_into()
+        .unwrap();
+    assert_eq!(body["public_key"], key_event["report_key"]);
     let signature: [u8; 64] = hex(body["signature"].as_str().unwrap()).try_into().unwrap();
     let bytes = hex(body["report"].as_str().unwrap());
     let report = report::verify(&public, &bytes, &signature).expect("a valid report");
