@@ -64,6 +64,8 @@ struct Agent {
     state_root: PathBuf,
     /// One lock per domain name: its requests queue on it.
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Fetches the guests' runtime reports (connections kept open).
+    guests: attest::GuestClient,
 }
 
 /// An answer: status and JSON body.
@@ -122,7 +124,7 @@ impl Agent {
                 let lock = self.lock(name);
                 let _queued = lock.lock().unwrap_or_else(PoisonError::into_inner);
                 match (*endpoint, method) {
-                    ("evidence", Method::Get) => evidence(&domain, query),
+                    ("evidence", Method::Get) => evidence(&domain, query, &self.guests),
                     ("identity", Method::Get) => match attest::identity(&domain) {
                         Ok(identity) => Answer::json(200, &identity),
                         Err(err) => Answer::from_attest(&err),
@@ -177,12 +179,12 @@ pub fn parse_nonce_query(query: &str) -> Result<Nonce, String> {
     })
 }
 
-fn evidence(domain: &DomainDir, query: &str) -> Answer {
+fn evidence(domain: &DomainDir, query: &str, guests: &attest::GuestClient) -> Answer {
     let nonce = match parse_nonce_query(query) {
         Ok(nonce) => nonce,
         Err(why) => return Answer::error(400, why),
     };
-    match attest::evidence(domain, &nonce) {
+    match attest::evidence(domain, &nonce, guests) {
         Ok(evidence) => Answer {
             status: 200,
             body: evidence.emit(),
@@ -220,15 +222,23 @@ impl std::fmt::Debug for Listener {
 impl Listener {
     /// Binds `addr` for the domains under `state_root`.
     pub fn bind(addr: SocketAddr, state_root: PathBuf) -> Result<Self, AgentError> {
-        let server = tiny_http::Server::http(addr).map_err(|err| AgentError::Listen {
-            addr,
-            reason: err.to_string(),
-        })?;
+        let fail = |reason: String| AgentError::Listen { addr, reason };
+        let listener = std::net::TcpListener::bind(addr).map_err(|err| fail(err.to_string()))?;
+        // Linux gives accepted sockets the listener's TCP_NODELAY. Without
+        // it, a kept-alive connection waits for the client's delayed ACK
+        // (40 ms) before the tail of every answer larger than one segment
+        // (tiny_http writes head and body separately): measured, evidence
+        // over a kept-alive connection took 52 ms instead of 8.
+        rustix::net::sockopt::set_tcp_nodelay(&listener, true)
+            .map_err(|err| fail(format!("setting TCP_NODELAY: {err}")))?;
+        let server = tiny_http::Server::from_listener(listener, None)
+            .map_err(|err| fail(err.to_string()))?;
         Ok(Self {
             server: Arc::new(server),
             agent: Arc::new(Agent {
                 state_root,
                 locks: Mutex::new(HashMap::new()),
+                guests: attest::GuestClient::default(),
             }),
         })
     }

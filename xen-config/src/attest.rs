@@ -188,13 +188,35 @@ pub fn activate(
     })
 }
 
+/// The HTTP client that fetches guests' runtime reports. One per process:
+/// it keeps connections to the guests open between challenges (the
+/// service keeps them alive), which saves a TCP handshake through the
+/// hypervisor's network each time.
+#[derive(Debug, Clone)]
+pub struct GuestClient(ureq::Agent);
+
+impl Default for GuestClient {
+    fn default() -> Self {
+        Self(
+            ureq::AgentBuilder::new()
+                .timeout_connect(REPORT_TIMEOUT)
+                .timeout(REPORT_TIMEOUT)
+                .build(),
+        )
+    }
+}
+
 /// Evidence for `nonce`. Concurrent calls for one domain are safe (swtpm
 /// serves one command at a time); the agent still queues them per domain.
-pub fn evidence(domain: &DomainDir, nonce: &Nonce) -> Result<Evidence, AttestError> {
+pub fn evidence(
+    domain: &DomainDir,
+    nonce: &Nonce,
+    guests: &GuestClient,
+) -> Result<Evidence, AttestError> {
     let record = running(domain)?;
     // The guest signs its report while the vTPM quotes.
     let (tpm_part, report) = std::thread::scope(|scope| {
-        let report = scope.spawn(|| runtime_report(&record, nonce));
+        let report = scope.spawn(|| runtime_report(guests, &record, nonce));
         let tpm_part = quote_and_identity(domain, &record, nonce);
         let report = report
             .join()
@@ -285,7 +307,11 @@ fn consistent_quote(
 
 /// The guest's signed runtime report for `nonce` (its JSON answer, as it
 /// is), or why there is none.
-fn runtime_report(record: &DomainRecord, nonce: &Nonce) -> Result<serde_json::Value, String> {
+fn runtime_report(
+    guests: &GuestClient,
+    record: &DomainRecord,
+    nonce: &Nonce,
+) -> Result<serde_json::Value, String> {
     if record.url.is_empty() {
         return Err("the guest has no network (Xen PVH): no runtime report".into());
     }
@@ -298,11 +324,7 @@ fn runtime_report(record: &DomainRecord, nonce: &Nonce) -> Result<serde_json::Va
         "{}/v1/attestation/report?nonce={hex}",
         record.url.trim_end_matches('/')
     );
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(REPORT_TIMEOUT)
-        .timeout(REPORT_TIMEOUT)
-        .build();
-    let response = match agent.get(&url).call() {
+    let response = match guests.0.get(&url).call() {
         Ok(response) => response,
         Err(ureq::Error::Status(code, response)) => {
             let body = response.into_string().unwrap_or_default();

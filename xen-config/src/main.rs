@@ -414,7 +414,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let nonce = vigil_dom0::agent::parse_nonce_query(&format!("nonce={nonce}"))
                 .map_err(Failure::BadNonce)?;
             let domain = vigil_dom0::domain::DomainDir::new(&state_dir(dir), &name)?;
-            let evidence = vigil_dom0::attest::evidence(&domain, &nonce)?;
+            let evidence = vigil_dom0::attest::evidence(
+                &domain,
+                &nonce,
+                &vigil_dom0::attest::GuestClient::default(),
+            )?;
             out(format_args!(
                 "{}\n",
                 String::from_utf8_lossy(&evidence.emit())
