@@ -4,7 +4,6 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -14,6 +13,8 @@ use vigil_dom0::accel::{self, AccelChoice};
 use vigil_dom0::image::BootImage;
 use vigil_dom0::qemu::{Accel, Forward, Guest, QemuConfig, kernel_cmdline};
 
+use crate::error::BenchError;
+use crate::interrupt;
 use crate::stats::median;
 use crate::wrk::{self, Load, LoadResult};
 
@@ -83,7 +84,7 @@ fn boot(image: &BootImage, accel: Accel, dir: &Path) -> Result<(Guest, u16, Dura
         eprintln!("vigil-bench: warning: {warning}");
     }
     let port = forwarding.port;
-    let boot = guest.wait_healthy(port, Duration::from_secs(120), &AtomicBool::new(false))?;
+    let boot = guest.wait_healthy(port, Duration::from_secs(120), interrupt::flag())?;
     Ok((guest, port, boot))
 }
 
@@ -147,6 +148,7 @@ fn start_host_service(binary: &Path) -> Result<(HostService, u16)> {
 
 /// Runs the whole benchmark.
 pub fn run(bench: &HttpBench) -> Result<HttpReport> {
+    crate::require_image(&bench.image_dir)?;
     let image = BootImage::from_dir(&bench.image_dir)?;
     let dir = tempfile::tempdir()?;
     let (accel, reason) = accel::choose(AccelChoice::Auto, &image, dir.path());
@@ -154,6 +156,7 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
 
     let mut boot_seconds = Vec::new();
     for i in 0..bench.boots {
+        interrupt::check()?;
         let (guest, _, elapsed) = boot(&image, accel, dir.path())?;
         guest.stop(Duration::from_secs(5))?;
         eprintln!(
@@ -178,6 +181,7 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
     let mut loads = Vec::new();
     for load in &bench.loads {
         for path in PATHS {
+            interrupt::check()?;
             let unikernel = wrk::run(&format!("http://127.0.0.1:{port}{path}"), load)?;
             check_guest(&mut guest, port, &unikernel)?;
             eprintln!(
@@ -222,7 +226,7 @@ fn check_guest(guest: &mut Guest, port: u16, result: &LoadResult) -> Result<()> 
     if result.requests > 0 && healthy {
         return Ok(());
     }
-    bail!(
+    let what = format!(
         "`{}` served {} requests ({} errors); QEMU {}; /healthz {}.\nConsole tail:\n{}\nQEMU's user network:\n{}",
         result.command,
         result.requests,
@@ -238,7 +242,8 @@ fn check_guest(guest: &mut Guest, port: u16, result: &LoadResult) -> Result<()> 
         },
         guest.console_tail(15),
         guest.network_state()
-    )
+    );
+    Err(BenchError::GuestFailed { what }.into())
 }
 
 /// The report as Markdown.

@@ -23,11 +23,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde::Serialize;
+use vigil_bench::error::BenchError;
+use vigil_bench::interrupt;
 use vigil_bench::stats::{load_average, max, median, min, std_dev};
 use vigil_build::seal::{SealOptions, seal};
 use vigil_core::v1::bundle::{
@@ -201,7 +202,7 @@ impl Unmeasured {
         if paused {
             guest.resume()?;
         }
-        let boot = guest.wait_healthy(forwarding.port, BOOT_TIMEOUT, &AtomicBool::new(false))?;
+        let boot = guest.wait_healthy(forwarding.port, BOOT_TIMEOUT, interrupt::flag())?;
         let wall = started.elapsed().as_secs_f64();
         let stopping = Instant::now();
         guest.stop(Duration::from_secs(5))?;
@@ -217,7 +218,7 @@ fn measured(
     purge: bool,
 ) -> Result<(f64, f64, f64)> {
     let started = Instant::now();
-    let record = launch::launch(options, &AtomicBool::new(false))
+    let record = launch::launch(options, interrupt::flag())
         .with_context(|| format!("launching domain {}", options.name))?;
     let wall = started.elapsed().as_secs_f64();
     domains.launched(&options.name);
@@ -227,16 +228,15 @@ fn measured(
 
 /// Runs the whole benchmark.
 pub fn run(bench: &LaunchBench) -> Result<LaunchReport> {
-    ensure!(bench.rounds > 0, "--rounds must be at least 1");
-    let load_average_start = load_average();
-    for file in [IMAGE_FILE, LOADER_FILE, "build.json"] {
-        let path = bench.image_dir.join(file);
-        ensure!(
-            path.is_file(),
-            "{} does not exist: build the image with `target/release/vigil-build build`",
-            path.display()
-        );
+    if bench.rounds == 0 {
+        return Err(BenchError::BadOption {
+            option: "--rounds",
+            problem: "must be at least 1",
+        }
+        .into());
     }
+    let load_average_start = load_average();
+    vigil_bench::require_image(&bench.image_dir)?;
     fs::create_dir_all(&bench.work_dir)
         .with_context(|| format!("creating {}", bench.work_dir.display()))?;
     let dir = tempfile::Builder::new()
@@ -338,6 +338,7 @@ pub fn run(bench: &LaunchBench) -> Result<LaunchReport> {
     // creates the relaunched domain's vTPM state); it is not recorded.
     for round in 0..=bench.rounds {
         for step in 0..series.len() {
+            interrupt::check()?;
             let which = (round + step) % series.len();
             let (boot, wall, stop) = match which {
                 0 => unmeasured.boot(round, false)?,
@@ -445,6 +446,7 @@ fn time_parts(
     // Its state, created once.
     Vtpm::start(&kept_tpm)?.stop();
     for run in 0..bench.rounds {
+        interrupt::check()?;
         let run_dir = parts_dir.join(format!("run-{run:02}"));
         fs::create_dir_all(&run_dir)?;
 

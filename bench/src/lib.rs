@@ -3,12 +3,37 @@
 //! Each benchmark writes a Markdown report and the raw numbers as JSON,
 //! headed by the exact command that produced them.
 
+pub mod error;
 pub mod http;
+pub mod interrupt;
+pub mod output;
 pub mod stats;
 pub mod tamper;
 pub mod wrk;
 
+use std::path::Path;
 use std::process::Command;
+
+use crate::error::BenchError;
+
+/// Fails unless `image_dir` holds what `vigil-build build` writes.
+pub fn require_image(image_dir: &Path) -> Result<(), BenchError> {
+    for file in [
+        vigil_dom0::image::IMAGE_FILE,
+        vigil_dom0::image::LOADER_FILE,
+        vigil_dom0::image::INFO_FILE,
+    ] {
+        let path = image_dir.join(file);
+        if !path.is_file() {
+            return Err(BenchError::MissingInput {
+                path,
+                remedy: "build the image with `target/release/vigil-build build` \
+                         (`--flavor virtio` for target/vigil/virtio)",
+            });
+        }
+    }
+    Ok(())
+}
 
 /// A description of the machine a benchmark ran on, for its report.
 pub fn machine_description() -> String {

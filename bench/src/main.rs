@@ -9,8 +9,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use vigil_bench::error::{BenchError, EXIT_CODES, exit, exit_code};
 use vigil_bench::http::{self, HttpBench};
 use vigil_bench::wrk::Load;
+use vigil_bench::{interrupt, output};
 use vigil_dom0::accel::AccelChoice;
 
 use crate::launch::LaunchBench;
@@ -19,7 +21,7 @@ use crate::watchdog::WatchdogBench;
 
 /// Measures Vigil's costs side by side and writes reports.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,6 +31,7 @@ struct Cli {
 enum Command {
     /// Boot-to-first-answer time and HTTP requests/s and latency of the
     /// unikernel under QEMU, beside the same service as a host process.
+    #[command(after_help = EXIT_CODES)]
     Http {
         /// The directory `vigil-build build` wrote.
         #[arg(long, default_value = "target/vigil/hvm")]
@@ -58,6 +61,7 @@ enum Command {
     },
     /// Sealing and SHA-256 throughput beside `openssl dgst -sha256` on the
     /// same image, and on a large file (needs the apt package `openssl`).
+    #[command(after_help = EXIT_CODES)]
     Seal {
         /// The directory `vigil-build build` wrote.
         #[arg(long, default_value = "target/vigil/hvm")]
@@ -82,6 +86,7 @@ enum Command {
     /// The measured launch (`vigil-dom0 launch`: copy, verify, vTPM,
     /// extends) beside the same sealed image booted without measurement:
     /// time to the first `/healthz` answer, for a new domain and a relaunch.
+    #[command(after_help = EXIT_CODES)]
     Launch {
         /// The directory `vigil-build build` wrote (sealed once, into a
         /// temporary directory).
@@ -108,6 +113,7 @@ enum Command {
     /// per full scan, a no-false-positive run under load, and detection
     /// latency over tampering trials (gdb through QEMU's gdbstub; needs the
     /// apt package `gdb`).
+    #[command(after_help = EXIT_CODES)]
     Watchdog {
         /// The directory `vigil-build build` wrote.
         #[arg(long, default_value = "target/vigil/hvm")]
@@ -168,7 +174,7 @@ fn publish<R: serde::Serialize>(
     let json_path = out.with_extension("json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
-    print!("{markdown}");
+    output::print(&markdown).context("writing the report to stdout")?;
     eprintln!(
         "vigil-bench: wrote {} and {}",
         out.display(),
@@ -192,12 +198,14 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let host_service = (!no_host).then_some(host_service);
             if let Some(binary) = &host_service {
-                anyhow::ensure!(
-                    binary.is_file(),
-                    "{} does not exist: build it with `cargo build --release -p vigil-service` \
-                     in unikernel/, or pass --no-host",
-                    binary.display()
-                );
+                if !binary.is_file() {
+                    return Err(BenchError::MissingInput {
+                        path: binary.clone(),
+                        remedy: "build it with `cargo build --release -p vigil-service` in \
+                                 unikernel/, or pass --no-host",
+                    }
+                    .into());
+                }
             }
             let bench = HttpBench {
                 image_dir,
@@ -281,13 +289,19 @@ fn run(cli: Cli) -> Result<()> {
             render,
         } => {
             if let Some(json) = render {
-                let saved: serde_json::Value = serde_json::from_slice(
-                    &std::fs::read(&json).with_context(|| format!("reading {}", json.display()))?,
-                )?;
+                let bytes = std::fs::read(&json).map_err(|err| BenchError::BadFile {
+                    path: json.clone(),
+                    problem: format!("cannot be read: {err}"),
+                })?;
+                let not_a_report = |err: serde_json::Error| BenchError::BadFile {
+                    path: json.clone(),
+                    problem: format!("not a watchdog report (vigil-bench watchdog's JSON): {err}"),
+                };
+                let saved: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(not_a_report)?;
                 let text = |key: &str| saved[key].as_str().unwrap_or_default().to_owned();
                 let report: watchdog::WatchdogReport =
-                    serde_json::from_value(saved["report"].clone())
-                        .with_context(|| format!("{} is not a watchdog report", json.display()))?;
+                    serde_json::from_value(saved["report"].clone()).map_err(not_a_report)?;
                 let (command, machine) = (text("command"), text("machine"));
                 return publish(&out, &command, &machine, &report, watchdog::markdown);
             }
@@ -315,11 +329,20 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+    let cli = Cli::parse();
+    let result = interrupt::catch()
+        .context("installing a handler for SIGINT and SIGTERM")
+        .and_then(|()| run(cli));
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
         Err(err) => {
-            eprintln!("vigil-bench: error: {err:#}");
-            ExitCode::FAILURE
+            let code = exit_code(&err);
+            if code == exit::INTERRUPTED {
+                eprintln!("vigil-bench: {}", BenchError::Interrupted);
+            } else {
+                eprintln!("vigil-bench: error: {err:#}");
+            }
+            ExitCode::from(code)
         }
     }
 }

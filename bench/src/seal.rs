@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+use vigil_bench::error::{BenchError, spawn_error};
+use vigil_bench::interrupt;
 use vigil_bench::stats::median;
 use vigil_build::seal::{self, SealOptions};
 use vigil_core::v1::bundle::{IMAGE_FILE, LOADER_FILE};
@@ -109,14 +111,10 @@ pub fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
 
 /// `openssl version`, or an error naming the package to install.
 fn openssl_version() -> Result<String> {
-    let output = match Command::new("openssl").arg("version").output() {
-        Ok(output) => output,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => bail!(
-            "`openssl` is not installed: install the apt package `openssl` \
-             (scripts/install-deps does)"
-        ),
-        Err(err) => return Err(err).context("running `openssl version`"),
-    };
+    let output = Command::new("openssl")
+        .arg("version")
+        .output()
+        .map_err(|err| spawn_error("openssl", "openssl", err))?;
     ensure!(output.status.success(), "`openssl version` failed");
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
@@ -186,6 +184,7 @@ fn compare(
     let mut ours_seconds = Vec::with_capacity(runs);
     let mut openssl_seconds = Vec::with_capacity(runs);
     for _ in 0..runs {
+        interrupt::check()?;
         let started = Instant::now();
         ours()?;
         ours_seconds.push(started.elapsed().as_secs_f64());
@@ -245,7 +244,13 @@ fn sha2_uses_sha_ni() -> bool {
 
 /// Runs the whole benchmark.
 pub fn run(bench: &SealBench) -> Result<SealReport> {
-    ensure!(bench.runs > 0, "--runs must be at least 1");
+    if bench.runs == 0 {
+        return Err(BenchError::BadOption {
+            option: "--runs",
+            problem: "must be at least 1",
+        }
+        .into());
+    }
     let openssl_version = openssl_version()?;
     let load_average = std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -253,15 +258,9 @@ pub fn run(bench: &SealBench) -> Result<SealReport> {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ");
+    vigil_bench::require_image(&bench.image_dir)?;
     let image = bench.image_dir.join(IMAGE_FILE);
     let loader = bench.image_dir.join(LOADER_FILE);
-    for file in [&image, &loader] {
-        ensure!(
-            file.is_file(),
-            "{} does not exist: build the image with `target/release/vigil-build build`",
-            file.display()
-        );
-    }
     std::fs::create_dir_all(&bench.work_dir)
         .with_context(|| format!("creating {}", bench.work_dir.display()))?;
     let dir = tempfile::Builder::new()

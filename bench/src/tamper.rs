@@ -93,7 +93,7 @@ pub fn flip_byte(qmp_socket: &Path, address: u64) -> Result<(u8, Instant)> {
     // Whatever gdb did, the guest runs on and the stub goes away.
     let _ = qmp.execute("cont");
     let _ = qmp.human("gdbserver none");
-    let output = output.context("running gdb (Debian package gdb)")?;
+    let output = output.map_err(|err| crate::error::spawn_error("gdb", "gdb", err))?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(

@@ -18,13 +18,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
+use vigil_bench::error::{BenchError, spawn_error};
+use vigil_bench::interrupt;
 use vigil_bench::stats::{self, load_average, median};
 use vigil_bench::tamper;
 use vigil_bench::wrk::{self, Load, LoadResult};
@@ -266,12 +266,17 @@ impl Domain {
         let output = std::process::Command::new("curl")
             .args(["-sS", "--max-time", "5", &self.url(path)])
             .output()
-            .context("running curl")?;
-        ensure!(
-            output.status.success(),
-            "curl {path}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .map_err(|err| spawn_error("curl", "curl", err))?;
+        if !output.status.success() {
+            return Err(BenchError::GuestFailed {
+                what: format!(
+                    "the guest does not answer `curl {}`: {}",
+                    self.url(path),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            }
+            .into());
+        }
         Ok(output.stdout)
     }
 
@@ -330,30 +335,6 @@ fn sealed(work: &Path, image_dir: &Path, name: &str, interval_ms: u32) -> Result
     Ok(out)
 }
 
-/// Set by Ctrl-C (or SIGTERM): the benchmark stops at the next step, and
-/// dropping its domains stops their QEMU and swtpm.
-static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-
-/// Catches Ctrl-C and SIGTERM, so that an interrupted run still cleans up.
-fn catch_interrupts() -> Result<()> {
-    let flag = INTERRUPTED.get_or_init(|| Arc::new(AtomicBool::new(false)));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(flag))?;
-    }
-    Ok(())
-}
-
-/// Fails once the run has been interrupted.
-fn go_on() -> Result<()> {
-    if INTERRUPTED
-        .get()
-        .is_some_and(|flag| flag.load(Ordering::Relaxed))
-    {
-        bail!("interrupted; stopping the benchmark's guests");
-    }
-    Ok(())
-}
-
 fn launched(
     work: &Path,
     bundle: &Path,
@@ -361,7 +342,7 @@ fn launched(
     vcpus: u32,
     watchdog_vcpu: WatchdogVcpu,
 ) -> Result<Domain> {
-    go_on()?;
+    interrupt::check()?;
     let state_root = work.join("state");
     let record = launch::launch(
         &LaunchOptions {
@@ -378,7 +359,7 @@ fn launched(
             boot_timeout: Duration::from_secs(60),
             backend: launch::Backend::Qemu,
         },
-        &AtomicBool::new(false),
+        interrupt::flag(),
     )
     .with_context(|| format!("launching {name}"))?;
     Ok(Domain { state_root, record })
@@ -386,11 +367,21 @@ fn launched(
 
 /// Runs the whole benchmark.
 pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
-    ensure!(bench.rounds > 0, "--rounds must be at least 1");
-    catch_interrupts()?;
+    if bench.rounds == 0 {
+        return Err(BenchError::BadOption {
+            option: "--rounds",
+            problem: "must be at least 1",
+        }
+        .into());
+    }
     let Some(&detection_vcpus) = bench.vcpus.first() else {
-        bail!("--vcpus needs at least one count");
+        return Err(BenchError::BadOption {
+            option: "--vcpus",
+            problem: "needs at least one count",
+        }
+        .into());
     };
+    vigil_bench::require_image(&bench.image_dir)?;
     let load_average_start = load_average();
     fs::create_dir_all(&bench.work_dir)?;
     let dir = tempfile::Builder::new()
@@ -443,7 +434,7 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
             },
         )?;
         let status = on.integrity()?;
-        go_on()?;
+        interrupt::check()?;
         let soak = Soak {
             seconds: bench.soak_seconds,
             load: result,
@@ -451,7 +442,10 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
             violations: status["violations"].as_u64().unwrap_or(u64::MAX),
         };
         if soak.violations != 0 {
-            bail!("false positive: {status}");
+            return Err(BenchError::FalsePositive {
+                status: status.to_string(),
+            }
+            .into());
         }
         Some(soak)
     } else {
@@ -486,12 +480,12 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
         })
         .transpose()?;
     for trial in 0..bench.trials {
-        go_on()?;
+        interrupt::check()?;
         // A different phase of the interval each time (golden-ratio steps).
         let phase = (trial as f64 * 0.618_034).fract();
-        thread::sleep(Duration::from_secs_f64(
+        interrupt::sleep(Duration::from_secs_f64(
             phase * f64::from(INTERVAL_MS) / 1000.0,
-        ));
+        ))?;
         let (region, address) = targets[trial % 2];
         let before = on.counter("violations")?;
         let (_, written) = tamper::flip_byte(&on.qmp_socket(), address)?;
@@ -499,19 +493,27 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
             if on.counter("violations")? > before {
                 break written.elapsed();
             }
-            ensure!(
-                written.elapsed() < Duration::from_secs(30),
-                "trial {trial}: no violation found in 30 s"
-            );
+            if written.elapsed() > Duration::from_secs(30) {
+                return Err(BenchError::NotDetected {
+                    trial,
+                    problem: "no violation found in 30 s",
+                }
+                .into());
+            }
+            interrupt::check()?;
             thread::sleep(Duration::from_millis(5));
         };
         tamper::flip_byte(&on.qmp_socket(), address)?;
         let restored = Instant::now();
         while !on.last_check()?.2 {
-            ensure!(
-                restored.elapsed() < Duration::from_secs(30),
-                "trial {trial}: the restored byte was not seen"
-            );
+            if restored.elapsed() > Duration::from_secs(30) {
+                return Err(BenchError::NotDetected {
+                    trial,
+                    problem: "the restored byte was not seen in 30 s",
+                }
+                .into());
+            }
+            interrupt::check()?;
             thread::sleep(Duration::from_millis(20));
         }
         let ms = latency.as_secs_f64() * 1000.0;
@@ -562,7 +564,7 @@ fn measure_throughput(
             scan_idle_ms.push(ms);
         }
         seen = seen.max(number);
-        thread::sleep(Duration::from_millis(200));
+        interrupt::sleep(Duration::from_millis(200))?;
     }
     let idle_host_cpu_percent =
         (host_cpu(on.record.qemu_pid) - cpu_before) / idle_started.elapsed().as_secs_f64() * 100.0;
@@ -589,9 +591,9 @@ fn measure_throughput(
         };
         for watchdog in order {
             let domain = if watchdog { on } else { off };
-            go_on()?;
+            interrupt::check()?;
             domain.resume()?;
-            thread::sleep(Duration::from_secs(1));
+            interrupt::sleep(Duration::from_secs(1))?;
             let before = watchdog.then(|| on.service_counters()).transpose()?;
             let result = wrk::run(&domain.url("/healthz"), &load)?;
             if let Some(before) = before {

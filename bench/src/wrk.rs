@@ -1,9 +1,14 @@
 //! Load generation with `wrk`, and parsing of its report.
 
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::error::{BenchError, spawn_error};
+use crate::interrupt;
 
 /// One `wrk` run's parameters.
 #[derive(Clone, Debug, Serialize)]
@@ -33,23 +38,67 @@ pub struct LoadResult {
     pub errors: u64,
 }
 
-/// Runs `wrk` against `url`.
+/// Runs `wrk` against `url`. A signal ([`crate::interrupt`]) ends it early
+/// with [`BenchError::Interrupted`].
 pub fn run(url: &str, load: &Load) -> Result<LoadResult> {
     let mut args = options(load);
     args.extend(["--latency".to_owned(), url.to_owned()]);
     let command = format!("wrk {}", args.join(" "));
-    let output = Command::new("wrk")
+    let child = Command::new("wrk")
         .args(&args)
-        .output()
-        .context("running wrk (install the Debian package `wrk`: scripts/install-deps)")?;
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| spawn_error("wrk", "wrk", err))?;
+    let output = wait_interruptibly(child)?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        bail!(
-            "`{command}` failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        return Err(BenchError::Load {
+            command,
+            problem: format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        }
+        .into());
     }
-    parse(&text, command).with_context(|| format!("unexpected wrk output:\n{text}"))
+    parse(&text, command.clone()).map_err(|err| {
+        BenchError::Load {
+            command,
+            problem: format!("{err}; its output:\n{text}"),
+        }
+        .into()
+    })
+}
+
+/// Waits for `child` to exit and collects its output; kills it (by its
+/// pid) and fails if the run is interrupted first. Its output must fit in
+/// the pipes' buffers (wrk's report does).
+fn wait_interruptibly(mut child: Child) -> Result<std::process::Output> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut output = std::process::Output {
+                status,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            };
+            if let Some(mut out) = child.stdout.take() {
+                out.read_to_end(&mut output.stdout)?;
+            }
+            if let Some(mut err) = child.stderr.take() {
+                err.read_to_end(&mut output.stderr)?;
+            }
+            return Ok(output);
+        }
+        if interrupt::interrupted() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BenchError::Interrupted.into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// wrk's options for `load` (threads, connections, duration).
@@ -78,7 +127,7 @@ pub fn background(url: &str, load: &Load) -> Result<Background> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("running wrk (install the Debian package `wrk`: scripts/install-deps)")?;
+        .map_err(|err| spawn_error("wrk", "wrk", err))?;
     Ok(Background { child })
 }
 
@@ -89,7 +138,11 @@ impl Background {
         match self.child.try_wait()? {
             None => Ok(true),
             Some(status) if status.success() => Ok(false),
-            Some(status) => bail!("background wrk ended early: {status}"),
+            Some(status) => Err(BenchError::Load {
+                command: "wrk (in the background)".into(),
+                problem: format!("ended early: {status}"),
+            }
+            .into()),
         }
     }
 }
