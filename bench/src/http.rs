@@ -791,12 +791,16 @@ pub fn markdown_section(report: &HttpReport, depth: usize) -> String {
     }
     for (nic, vigil, linux) in pairs(report) {
         text += &format!(
-            "\n{}: the unikernel answers {:.1}× sooner than the Linux guest (ratio of medians).",
+            "\n{}: the unikernel answers {:.1}× sooner than the Linux guest (ratio of \
+             medians; paired by boot round: {}×).",
             nic.name(),
-            median(&linux.boot_seconds) / median(&vigil.boot_seconds)
+            median(&linux.boot_seconds) / median(&vigil.boot_seconds),
+            ratio_text(&linux.boot_seconds, &vigil.boot_seconds),
         );
     }
-    text += "\n\n";
+    text += "\n\nThe boots of one round run one after the other, so a round's two \
+             boots share the host's load; the paired ratio is the geometric mean of \
+             the rounds' ratios, with its 95 % CI.\n\n";
 
     text += &format!(
         "{h} Throughput (wrk, keep-alive, {} s per run)\n\n",
