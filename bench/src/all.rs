@@ -504,6 +504,24 @@ fn guest_rows(report: &HttpReport) -> Vec<Row> {
     rows
 }
 
+/// What a failure's console says: the kernel's panic line and its message
+/// if there is one, else the first line.
+fn panic_of(what: &str) -> String {
+    let what = http::strip_ansi(what);
+    let lines: Vec<&str> = what.lines().collect();
+    match lines
+        .iter()
+        .position(|l| l.contains("PANIC") || l.contains("panicked"))
+    {
+        Some(i) => lines[i..(i + 2).min(lines.len())]
+            .iter()
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => lines.first().map_or(String::new(), |l| l.trim().to_owned()),
+    }
+}
+
 /// The guest comparison in a few plain sentences: the ranges of the
 /// throughput ratios and of the tails, per connection count.
 fn narrative(report: &HttpReport) -> String {
@@ -701,7 +719,11 @@ pub fn embed(markdown: &str, shift: usize) -> String {
         out += line;
         out.push('\n');
     }
-    out
+    // The dropped lines leave runs of blank lines.
+    while out.contains("\n\n\n") {
+        out = out.replace("\n\n\n", "\n\n");
+    }
+    out.trim_start_matches('\n').to_owned()
 }
 
 fn time_of(unix: u64) -> String {
@@ -784,6 +806,16 @@ pub fn markdown(
              docs/watchdog.md). Without an interval (one round) there is no verdict.\n";
 
     text += "\n## Where Vigil loses\n\n";
+    for f in &http.failures {
+        text += &format!(
+            "- **{} failed under load** (round {}, {} at {} connections): {}\n",
+            f.target,
+            f.round + 1,
+            f.request.label(),
+            f.connections,
+            panic_of(&f.what)
+        );
+    }
     text += &narrative(http);
     let losses: Vec<&Row> = guest
         .iter()
@@ -838,7 +870,7 @@ pub fn markdown(
     text += "\n## 3. Measured launch beside an unmeasured boot\n\n";
     text += &embed(&launch::markdown(&report.launch, "", ""), 1);
     text += "\n## 4. The watchdog at several intervals\n\n";
-    text += "| interval | on ÷ off requests/s (paired, 95 % CI) | in-guest implied loss (pooled; mean, 95 % CI) | scan, idle | detection: median, max | within two intervals | load average |\n\
+    text += "| interval | on ÷ off requests/s (paired, 95 % CI) | in-guest implied loss (pooled; mean per run, 95 % CI) | scan, idle | detection: median, max | within two intervals | load average |\n\
              |---:|---:|---:|---:|---:|---:|---|\n";
     for w in &report.watchdog {
         let cost = watchdog::cost(w);
@@ -853,7 +885,7 @@ pub fn markdown(
             }),
             cost.and_then(|c| Some((c.in_guest_pooled?, c.in_guest_loss?)))
                 .map_or("–".into(), |(pooled, loss)| format!(
-                    "{pooled:.2} % ({})",
+                    "{pooled:.2} %; per run {}",
                     with_ci(loss, 2, " %")
                 )),
             t.map_or("–".into(), |t| format!(
@@ -927,6 +959,23 @@ mod tests {
     fn embedded_reports_lose_their_title_and_go_down_a_level() {
         let doc = "# Title\n\nCommand: `x`\n\nMachine: y.\n\nText.\n\n## Part\n\nMore.\n";
         assert_eq!(embed(doc, 1), "Text.\n\n### Part\n\nMore.\n");
+        // As the benchmarks print themselves with no command and machine.
+        let doc = "# Title\n\nCommand: ``\n\n\n\nText.\n";
+        assert_eq!(embed(doc, 1), "Text.\n");
+    }
+
+    #[test]
+    fn a_panic_is_quoted_with_its_message() {
+        let what = "`wrk` served 5 requests; QEMU exited.\nConsole tail:\n\
+                    [0][PANIC] panicked at src/drivers/net/virtio/mod.rs:302:14:\n\
+                    called `Result::unwrap()` on an `Err` value: Virtqs memory pool is exhausted!\n\
+                    Number of interrupts";
+        assert_eq!(
+            panic_of(what),
+            "[0][PANIC] panicked at src/drivers/net/virtio/mod.rs:302:14: called \
+             `Result::unwrap()` on an `Err` value: Virtqs memory pool is exhausted!"
+        );
+        assert_eq!(panic_of("no answer\nmore"), "no answer");
     }
 
     #[test]

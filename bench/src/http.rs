@@ -181,6 +181,9 @@ pub struct HttpReport {
     pub targets: Vec<TargetReport>,
     /// Every recorded load run.
     pub runs: Vec<Run>,
+    /// Guests that failed under load.
+    #[serde(default)]
+    pub failures: Vec<GuestFailure>,
     /// Things that worked, but not as well as they should.
     pub warnings: Vec<String>,
 }
@@ -420,8 +423,9 @@ impl Subject {
         }
     }
 
-    /// After a run: the side must have served requests and still answer.
-    fn check(&mut self, name: &str, result: &LoadResult) -> Result<()> {
+    /// After a run: the side must have served requests and still answer;
+    /// if not, what was seen (with the guest's console tail).
+    fn check(&mut self, result: &LoadResult) -> std::result::Result<(), String> {
         let problem = match self {
             Self::Guest(guest) => guest.check().err(),
             Self::Host(host) => {
@@ -433,18 +437,35 @@ impl Subject {
         if result.requests > 0 && problem.is_none() {
             return Ok(());
         }
-        Err(BenchError::GuestFailed {
-            what: format!(
-                "{name}: `{}` served {} requests ({} errors); {}",
-                result.command,
-                result.requests,
-                result.errors,
-                problem.unwrap_or_else(|| "it answers /healthz".into())
-            ),
-        }
-        .into())
+        Err(format!(
+            "`{}` served {} requests ({} errors); {}",
+            result.command,
+            result.requests,
+            result.errors,
+            problem.unwrap_or_else(|| "it answers /healthz".into())
+        ))
     }
 }
+
+/// A guest that stopped answering (or stopped) during a load run. The run
+/// is not recorded; the guest is booted again for the next one, until it
+/// has failed [`MAX_FAILURES`] times.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GuestFailure {
+    /// Which side.
+    pub target: String,
+    /// Round, from 0.
+    pub round: usize,
+    /// What was asked.
+    pub request: Request,
+    /// wrk connections.
+    pub connections: u32,
+    /// What was seen, with the console's tail.
+    pub what: String,
+}
+
+/// Failures after which a side's remaining runs are skipped.
+pub const MAX_FAILURES: usize = 3;
 
 /// Runs the whole benchmark.
 pub fn run(bench: &HttpBench) -> Result<HttpReport> {
@@ -568,10 +589,16 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
             &url(subject, Request::Healthz),
             &load(*bench.connections.iter().max().unwrap_or(&4), 2),
         )?;
-        subject.check(&reports[i].name, &warm)?;
+        if let Err(what) = subject.check(&warm) {
+            return Err(BenchError::GuestFailed {
+                what: format!("{} failed its warm-up run: {what}", reports[i].name),
+            }
+            .into());
+        }
         subject.pause()?;
     }
     let mut runs = Vec::new();
+    let mut failures: Vec<GuestFailure> = Vec::new();
     let total = bench.rounds * bench.connections.len() * bench.requests.len() * subjects.len();
     for round in 0..bench.rounds {
         for (c, &connections) in bench.connections.iter().enumerate() {
@@ -581,6 +608,11 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
                     + r;
                 for i in rotation(subjects.len(), step) {
                     interrupt::check()?;
+                    let name = reports[i].name.clone();
+                    let failed = failures.iter().filter(|f: &&GuestFailure| f.target == name);
+                    if failed.count() >= MAX_FAILURES {
+                        continue;
+                    }
                     let load_average = load_average();
                     let subject = &mut subjects[i];
                     subject.resume()?;
@@ -592,7 +624,32 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
                     );
                     let rss = peak.finish();
                     let result = result?;
-                    subject.check(&reports[i].name, &result)?;
+                    if let Err(what) = subject.check(&result) {
+                        eprintln!("vigil-bench: {name} failed under load: {what}");
+                        failures.push(GuestFailure {
+                            target: name.clone(),
+                            round,
+                            request,
+                            connections,
+                            what,
+                        });
+                        let Subject::Guest(_) = subject else {
+                            return Err(BenchError::GuestFailed {
+                                what: format!("the host process failed under load ({name})"),
+                            }
+                            .into());
+                        };
+                        // A fresh guest for the next runs (its boot is not recorded).
+                        let mut running = boot(i)?;
+                        put_bench_value(running.port)?;
+                        running.pause()?;
+                        if let Subject::Guest(old) =
+                            std::mem::replace(subject, Subject::Guest(running))
+                        {
+                            let _ = old.stop();
+                        }
+                        continue;
+                    }
                     subject.pause()?;
                     eprintln!(
                         "vigil-bench: [{}/{total}] round {} {} {} c={connections}: {:.0} req/s, \
@@ -644,8 +701,47 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
         load_average: (load_average_start, load_average()),
         targets: reports,
         runs,
+        failures,
         warnings,
     })
+}
+
+/// `text` without ANSI escape sequences (Hermit colours its log lines).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, then one final byte in @..~.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// An error for a finished report whose guests failed under load (exit 7),
+/// once the report is written.
+pub fn failures_error(report: &HttpReport) -> Result<()> {
+    match report.failures.first() {
+        None => Ok(()),
+        Some(first) => Err(BenchError::GuestFailed {
+            what: format!(
+                "{} load run(s) failed (the report lists them), first {}: {}",
+                report.failures.len(),
+                first.target,
+                first.what.lines().next().unwrap_or_default()
+            ),
+        }
+        .into()),
+    }
 }
 
 /// The runs of one side for one load, in round order.
@@ -879,6 +975,31 @@ pub fn markdown_section(report: &HttpReport, depth: usize) -> String {
             stats::max(&peaks),
         );
     }
+    if !report.failures.is_empty() {
+        text += &format!("\n{h} Guests that failed under load\n\n");
+        text += &format!(
+            "A failed run is not recorded; the guest is booted again for the next run, \
+             and after {MAX_FAILURES} failures its remaining runs are skipped.\n\n"
+        );
+        for f in &report.failures {
+            let what = strip_ansi(&f.what);
+            let mut lines = what.lines();
+            let first = lines.next().unwrap_or_default();
+            let rest: Vec<&str> = lines.collect();
+            let tail = &rest[rest.len().saturating_sub(12)..];
+            text += &format!(
+                "- **{}**, round {}, {} at {} connections: {first}\n\n  ```\n{}\n  ```\n",
+                f.target,
+                f.round + 1,
+                f.request.label(),
+                f.connections,
+                tail.iter()
+                    .map(|l| format!("  {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+        }
+    }
     let errors: u64 = report.runs.iter().map(|r| r.result.errors).sum();
     text += &format!(
         "\nErrors reported by wrk (socket errors and non-2xx answers), all runs: {errors}.\n"
@@ -907,6 +1028,15 @@ mod tests {
             order.sort();
             assert_eq!(order, [0, 1, 2, 3]);
         }
+    }
+
+    #[test]
+    fn consoles_lose_their_colours() {
+        assert_eq!(
+            strip_ansi("[0][\u{1b}[32mINFO\u{1b}[0m] DHCP config acquired!"),
+            "[0][INFO] DHCP config acquired!"
+        );
+        assert_eq!(strip_ansi("plain"), "plain");
     }
 
     #[test]

@@ -304,7 +304,8 @@ fn run(cli: Cli) -> Result<()> {
                 work_dir,
                 accel,
             })?;
-            all::publish(&report, &command_line, &out_dir)
+            all::publish(&report, &command_line, &out_dir)?;
+            http::failures_error(&report.http)
         }
         Command::Http {
             image_dirs,
@@ -360,13 +361,9 @@ fn run(cli: Cli) -> Result<()> {
                 work_dir,
             };
             let machine = vigil_bench::machine_description();
-            publish(
-                &out,
-                &command_line,
-                &machine,
-                &http::run(&bench)?,
-                http::markdown,
-            )
+            let report = http::run(&bench)?;
+            publish(&out, &command_line, &machine, &report, http::markdown)?;
+            http::failures_error(&report)
         }
         Command::LinuxBaseline { cache } => {
             let info = vigil_bench::linux::prepare(&vigil_bench::linux::Prepare {
