@@ -41,7 +41,7 @@ Exit codes:
   1    internal error
   2    bad command-line usage
   3    a prerequisite is missing: a tool (its Debian package is named), the
-       built image, the host build of the service
+       built image, the host build of the service, a Rust target
   4    bad input: an option out of range, a report file that is not one
   5    a host resource is unavailable (a port, a directory not writable,
        the vTPM, the watchdog vCPU's scheduling class)
@@ -67,6 +67,17 @@ pub enum BenchError {
         program: &'static str,
         /// The Debian package that provides it.
         package: &'static str,
+    },
+    /// The Rust toolchain lacks a target the benchmark builds for.
+    #[error(
+        "toolchain {toolchain} has no {target} standard library: \
+         `rustup target add {target} --toolchain {toolchain}` (scripts/install-deps does)"
+    )]
+    MissingRustTarget {
+        /// The target.
+        target: &'static str,
+        /// The toolchain.
+        toolchain: String,
     },
     /// An input file the benchmark needs does not exist.
     #[error("{path} does not exist: {remedy}")]
@@ -132,7 +143,9 @@ impl BenchError {
     /// The documented exit code for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::MissingTool { .. } | Self::MissingInput { .. } => exit::MISSING,
+            Self::MissingTool { .. }
+            | Self::MissingRustTarget { .. }
+            | Self::MissingInput { .. } => exit::MISSING,
             Self::BadOption { .. } | Self::BadFile { .. } => exit::BAD_INPUT,
             Self::Load { .. }
             | Self::GuestFailed { .. }

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vigil_bench::error::BenchError;
 use vigil_bench::interrupt;
 use vigil_bench::stats::{load_average, max, median, min, std_dev};
@@ -67,10 +67,10 @@ pub struct LaunchBench {
 }
 
 /// One way of booting, measured `rounds` times.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Series {
     /// What was run.
-    pub label: &'static str,
+    pub label: String,
     /// QEMU's start to the first `/healthz` answer, seconds, per round.
     pub boot_seconds: Vec<f64>,
     /// The whole call (spawn + forwarding + wait, or `launch::launch`),
@@ -81,12 +81,12 @@ pub struct Series {
 }
 
 /// Measured against unmeasured, for one metric.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Ratio {
     /// The measured series.
-    pub measured: &'static str,
+    pub measured: String,
     /// `boot` or `wall`.
-    pub metric: &'static str,
+    pub metric: String,
     /// Median measured / median unmeasured.
     pub ratio: f64,
     /// Median measured - median unmeasured, seconds.
@@ -96,21 +96,21 @@ pub struct Ratio {
 }
 
 /// One part of the measured launch, timed on its own.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Part {
     /// What was timed.
-    pub label: &'static str,
+    pub label: String,
     /// Where it sits in `launch::launch`.
-    pub place: &'static str,
+    pub place: String,
     /// Seconds, per run.
     pub seconds: Vec<f64>,
 }
 
 /// Everything measured.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct LaunchReport {
     /// The accelerator both sides ran on.
-    pub accel: &'static str,
+    pub accel: String,
     /// /proc/loadavg when the benchmark started.
     pub load_average_start: String,
     /// /proc/loadavg when it ended.
@@ -312,25 +312,25 @@ pub fn run(bench: &LaunchBench) -> Result<LaunchReport> {
 
     let mut series = [
         Series {
-            label: "unmeasured: launcher library on the bundle's files",
+            label: "unmeasured: launcher library on the bundle's files".into(),
             boot_seconds: Vec::new(),
             wall_seconds: Vec::new(),
             stop_seconds: Vec::new(),
         },
         Series {
-            label: "unmeasured, QEMU started paused (-S) and resumed, as launch does",
+            label: "unmeasured, QEMU started paused (-S) and resumed, as launch does".into(),
             boot_seconds: Vec::new(),
             wall_seconds: Vec::new(),
             stop_seconds: Vec::new(),
         },
         Series {
-            label: "measured launch, new domain (vTPM state created)",
+            label: "measured launch, new domain (vTPM state created)".into(),
             boot_seconds: Vec::new(),
             wall_seconds: Vec::new(),
             stop_seconds: Vec::new(),
         },
         Series {
-            label: "measured relaunch (vTPM state kept)",
+            label: "measured relaunch (vTPM state kept)".into(),
             boot_seconds: Vec::new(),
             wall_seconds: Vec::new(),
             stop_seconds: Vec::new(),
@@ -378,8 +378,8 @@ pub fn run(bench: &LaunchBench) -> Result<LaunchReport> {
             };
             let paired: Vec<f64> = ours.iter().zip(base).map(|(m, u)| m - u).collect();
             ratios.push(Ratio {
-                measured: measured.label,
-                metric,
+                measured: measured.label.clone(),
+                metric: metric.into(),
                 ratio: median(ours) / median(base),
                 difference_seconds: median(ours) - median(base),
                 paired_difference_seconds: median(&paired),
@@ -393,7 +393,7 @@ pub fn run(bench: &LaunchBench) -> Result<LaunchReport> {
         .map(|f| fs::metadata(bundle_dir.join(f)).map(|m| m.len()))
         .sum::<std::io::Result<u64>>()?;
     Ok(LaunchReport {
-        accel: accel.name(),
+        accel: accel.name().into(),
         load_average_start,
         load_average_end: load_average(),
         image_dir: bench.image_dir.clone(),
@@ -561,58 +561,58 @@ fn time_parts(
     }
     Ok(vec![
         Part {
-            label: "copy: read the 4 bundle files, write the private copy",
-            place: "before QEMU starts",
+            label: "copy: read the 4 bundle files, write the private copy".into(),
+            place: "before QEMU starts".into(),
             seconds: copy,
         },
         Part {
-            label: "read the trusted key(s)",
-            place: "before QEMU starts",
+            label: "read the trusted key(s)".into(),
+            place: "before QEMU starts".into(),
             seconds: keys_read,
         },
         Part {
-            label: "`bundle::verify` on the bytes in memory",
-            place: "before QEMU starts",
+            label: "`bundle::verify` on the bytes in memory".into(),
+            place: "before QEMU starts".into(),
             seconds: verify,
         },
         Part {
-            label: "write the per-boot initrd (image + key trailer)",
-            place: "before QEMU starts",
+            label: "write the per-boot initrd (image + key trailer)".into(),
+            place: "before QEMU starts".into(),
             seconds: initrd,
         },
         Part {
-            label: "QEMU started paused → monitor up, forwarding open",
-            place: "boot time before `cont`, without vTPM",
+            label: "QEMU started paused → monitor up, forwarding open".into(),
+            place: "boot time before `cont`, without vTPM".into(),
             seconds: qemu_alone,
         },
         Part {
-            label: "the same, with swtpm (fresh) + extends once the monitor answers",
-            place: "boot time before `cont`, vTPM work serialized after the monitor (before 2026-11-23)",
+            label: "the same, with swtpm (fresh) + extends once the monitor answers".into(),
+            place: "boot time before `cont`, vTPM work serialized after the monitor (before 2026-11-23)".into(),
             seconds: qemu_then_tpm,
         },
         Part {
-            label: "the same, with swtpm (fresh) + extends started at QEMU's spawn",
-            place: "boot time before `cont`, vTPM work overlapped, as `launch` does it",
+            label: "the same, with swtpm (fresh) + extends started at QEMU's spawn".into(),
+            place: "boot time before `cont`, vTPM work overlapped, as `launch` does it".into(),
             seconds: qemu_with_tpm,
         },
         Part {
-            label: "`Swtpm::start`, fresh state directory",
-            place: "after QEMU's start, new domain",
+            label: "`Swtpm::start`, fresh state directory".into(),
+            place: "after QEMU's start, new domain".into(),
             seconds: tpm_fresh,
         },
         Part {
-            label: "`Swtpm::start`, kept state directory",
-            place: "after QEMU's start, relaunch",
+            label: "`Swtpm::start`, kept state directory".into(),
+            place: "after QEMU's start, relaunch".into(),
             seconds: tpm_kept,
         },
         Part {
-            label: "5 extends + 3 PCR reads",
-            place: "after QEMU's start",
+            label: "5 extends + 3 PCR reads".into(),
+            place: "after QEMU's start".into(),
             seconds: extends,
         },
         Part {
-            label: "`Swtpm::stop`",
-            place: "not in launch (`stop` does it)",
+            label: "`Swtpm::stop`".into(),
+            place: "not in launch (`stop` does it)".into(),
             seconds: tpm_stop,
         },
     ])

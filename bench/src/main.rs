@@ -1,7 +1,9 @@
 //! Command-line front end of `vigil-bench`.
 
+mod all;
 mod attest;
 mod launch;
+mod plot;
 mod seal;
 mod watchdog;
 
@@ -11,12 +13,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use vigil_bench::error::{BenchError, EXIT_CODES, exit, exit_code};
-use vigil_bench::http::{self, HttpBench};
+use vigil_bench::http::{self, HttpBench, Request, SidesOptions};
 use vigil_bench::interrupt;
-use vigil_bench::wrk::Load;
+use vigil_core::v1::config::ServiceConfig;
 use vigil_dom0::accel::AccelChoice;
+use vigil_dom0::sched::WatchdogVcpu;
 
-use crate::attest::AttestBench;
 use crate::launch::LaunchBench;
 use crate::seal::SealBench;
 use crate::watchdog::WatchdogBench;
@@ -31,34 +33,123 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Boot-to-first-answer time and HTTP requests/s and latency of the
-    /// unikernel under QEMU, beside the same service as a host process.
+    /// Every comparison in one run, each interleaved: the unikernel beside
+    /// the same service in a Linux guest (boot, requests/s, latency,
+    /// footprint; RTL8139 and virtio-net), sealing beside openssl, measured
+    /// beside unmeasured launch, the watchdog on beside off at several
+    /// intervals with detection trials. Writes report.json (raw),
+    /// report.md and plots/*.svg, only if every part succeeded.
+    #[command(after_help = EXIT_CODES)]
+    All {
+        /// A smoke run of every part (a few minutes on 2 cores), written to
+        /// target/vigil/bench-quick unless --out-dir says otherwise.
+        #[arg(long)]
+        quick: bool,
+        /// The `hvm` image (RTL8139): `vigil-build build`.
+        #[arg(long, default_value = "target/vigil/hvm")]
+        hvm: PathBuf,
+        /// The `virtio` image: `vigil-build build --flavor virtio`.
+        #[arg(long, default_value = "target/vigil/virtio")]
+        virtio: PathBuf,
+        /// Where the Linux baseline is downloaded, built and cached.
+        #[arg(long, default_value = vigil_bench::linux::CACHE_DIR)]
+        linux_cache: PathBuf,
+        /// The accelerator of every guest (auto probes KVM with the image).
+        #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+        accel: AccelChoice,
+        /// Where temporary directories (bundles, domains, consoles) are made.
+        #[arg(long, default_value = "target")]
+        work_dir: PathBuf,
+        /// Where report.md, report.json and plots/ go [default: bench/results,
+        /// or target/vigil/bench-quick with --quick].
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Measure nothing: write report.md and the plots again from the
+        /// report.json an earlier run wrote.
+        #[arg(long, value_name = "JSON")]
+        render: Option<PathBuf>,
+    },
+    /// The unikernel beside the same service in a Linux guest under the same
+    /// QEMU (--linux): boot time, requests/s and latency at each connection
+    /// count for /healthz, a KV read and a KV write, disk and memory
+    /// footprint; interleaved rounds. Optionally beside the service as a
+    /// host process, for scale (--host-service).
     #[command(after_help = EXIT_CODES)]
     Http {
-        /// The directory `vigil-build build` wrote.
-        #[arg(long, default_value = "target/vigil/hvm")]
-        image_dir: PathBuf,
-        /// Boots to time.
+        /// Directories `vigil-build build` wrote, one per NIC (repeatable:
+        /// target/vigil/hvm is RTL8139, target/vigil/virtio virtio-net).
+        #[arg(long = "image-dir", default_values = ["target/vigil/hvm"])]
+        image_dirs: Vec<PathBuf>,
+        /// Boot the Linux baseline guest with each image's NIC too (Debian's
+        /// kernel and busybox-static through `apt-get download`, cached).
+        #[arg(long)]
+        linux: bool,
+        /// Where the Linux baseline is downloaded, built and cached.
+        #[arg(long, default_value = vigil_bench::linux::CACHE_DIR)]
+        linux_cache: PathBuf,
+        /// Boot-only rounds (after a warm-up round), each booting every guest.
         #[arg(long, default_value_t = 5)]
         boots: usize,
+        /// Load rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Seconds per load run.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
         /// Connection counts to load with (repeatable).
         #[arg(long = "connections", default_values_t = [4, 64])]
         connections: Vec<u32>,
+        /// What the loads ask for (repeatable).
+        #[arg(long = "request", value_enum, default_values_t = Request::ALL)]
+        requests: Vec<Request>,
         /// wrk threads.
         #[arg(long, default_value_t = 2)]
         threads: u32,
+        /// vCPUs of every guest (vigil-dom0's default).
+        #[arg(long, default_value_t = vigil_dom0::launch::DEFAULT_VCPUS)]
+        vcpus: u32,
+        /// The accelerator of every guest (auto probes KVM with the image).
+        #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+        accel: AccelChoice,
         /// The service built for the host (`cargo build --release -p
-        /// vigil-service` in unikernel/); measured beside the unikernel.
-        #[arg(long, default_value = "unikernel/target/release/vigil-service")]
-        host_service: PathBuf,
-        /// Do not measure the host process.
+        /// vigil-service` in unikernel/): measured beside the guests, for scale.
         #[arg(long)]
-        no_host: bool,
+        host_service: Option<PathBuf>,
+        /// Where temporary directories (bundles, consoles) are made.
+        #[arg(long, default_value = "target")]
+        work_dir: PathBuf,
         /// Where the report goes (a .md file; the numbers go beside it as .json).
         #[arg(long, default_value = "bench/results/http.md")]
+        out: PathBuf,
+    },
+    /// Prepare the Linux baseline guest (download Debian's kernel and
+    /// busybox-static with apt-get download, build the service for musl,
+    /// write the initramfs) and print what was made, as JSON.
+    #[command(after_help = EXIT_CODES)]
+    LinuxBaseline {
+        /// Where it is downloaded, built and cached.
+        #[arg(long, default_value = vigil_bench::linux::CACHE_DIR)]
+        cache: PathBuf,
+    },
+    /// Remote attestation, challenge → verdict: `vigil-verify`'s check
+    /// against the agent (a fresh nonce, the evidence, every claim, the EAR)
+    /// beside the tpm2-tools flow (`tpm2_quote` + `tpm2_checkquote -e` +
+    /// `tpm2_eventlog`) on the same vTPM, interleaved (needs the apt package
+    /// `tpm2-tools`).
+    #[command(after_help = EXIT_CODES)]
+    Attest {
+        /// The directory `vigil-build build` wrote.
+        #[arg(long, default_value = "target/vigil/hvm")]
+        image_dir: PathBuf,
+        /// Measured rounds of each side.
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+        /// Where the temporary directory (key, bundle, the domain's state)
+        /// is made; it is removed at the end.
+        #[arg(long, default_value = "target")]
+        work_dir: PathBuf,
+        /// Where the report goes (a .md file; the numbers go beside it as .json).
+        #[arg(long, default_value = "bench/results/attest.md")]
         out: PathBuf,
     },
     /// Sealing and SHA-256 throughput beside `openssl dgst -sha256` on the
@@ -110,27 +201,6 @@ enum Command {
         #[arg(long, default_value = "bench/results/launch.md")]
         out: PathBuf,
     },
-    /// Remote attestation, challenge → verdict: `vigil-verify`'s check
-    /// against the agent (a fresh nonce, the evidence, every claim, the EAR)
-    /// beside the tpm2-tools flow (`tpm2_quote` + `tpm2_checkquote -e` +
-    /// `tpm2_eventlog`) on the same vTPM, interleaved (needs the apt package
-    /// `tpm2-tools`).
-    #[command(after_help = EXIT_CODES)]
-    Attest {
-        /// The directory `vigil-build build` wrote.
-        #[arg(long, default_value = "target/vigil/hvm")]
-        image_dir: PathBuf,
-        /// Measured rounds of each side.
-        #[arg(long, default_value_t = 100)]
-        rounds: usize,
-        /// Where the temporary directory (key, bundle, the domain's state)
-        /// is made; it is removed at the end.
-        #[arg(long, default_value = "target")]
-        work_dir: PathBuf,
-        /// Where the report goes (a .md file; the numbers go beside it as .json).
-        #[arg(long, default_value = "bench/results/attest.md")]
-        out: PathBuf,
-    },
     /// The in-image watchdog: HTTP throughput with it at the default
     /// interval beside it disabled (same image, both measured launches), time
     /// per full scan, a no-false-positive run under load, and detection
@@ -165,6 +235,11 @@ enum Command {
         /// `vigil-dom0 launch --watchdog-vcpu`).
         #[arg(long, value_enum, default_value_t = vigil_dom0::sched::WatchdogVcpu::Idle)]
         watchdog_vcpu: vigil_dom0::sched::WatchdogVcpu,
+        /// The interval the measured side is sealed with (ms; the default is
+        /// vigil-build seal's).
+        #[arg(long, default_value_t = watchdog::INTERVAL_MS,
+              value_parser = clap::value_parser!(u32).range(10..=3_600_000))]
+        interval_ms: u32,
         /// Where the temporary directory (key, bundles, domains' state) is
         /// made; it is removed at the end.
         #[arg(long, default_value = "target")]
@@ -177,6 +252,15 @@ enum Command {
         #[arg(long, value_name = "JSON")]
         render: Option<PathBuf>,
     },
+}
+
+/// Guest RAM, MiB (`vigil-dom0 launch`'s default).
+const MEMORY_MIB: u32 = 512;
+
+/// The Vigil checkout containing the current directory.
+fn project_dir() -> Result<PathBuf> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    Ok(vigil_build::find_project_dir(&cwd))
 }
 
 /// Writes the Markdown report (`markdown` of the report, the command and
@@ -209,47 +293,126 @@ fn publish<R: serde::Serialize>(
 fn run(cli: Cli) -> Result<()> {
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     match cli.command {
+        Command::All {
+            quick,
+            hvm,
+            virtio,
+            linux_cache,
+            accel,
+            work_dir,
+            out_dir,
+            render,
+        } => {
+            let mode = if quick {
+                all::Mode::Quick
+            } else {
+                all::Mode::Full
+            };
+            if let Some(json) = render {
+                let (command, report) = all::read(&json)?;
+                let out_dir = out_dir.unwrap_or_else(|| {
+                    json.parent()
+                        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+                });
+                return all::publish(&report, &command, &out_dir);
+            }
+            let out_dir = out_dir.unwrap_or_else(|| all::default_out_dir(mode));
+            let report = all::run(&all::AllBench {
+                mode,
+                hvm,
+                virtio,
+                linux_cache,
+                project_dir: project_dir()?,
+                work_dir,
+                accel,
+            })?;
+            all::publish(&report, &command_line, &out_dir)?;
+            http::failures_error(&report.http)
+        }
         Command::Http {
-            image_dir,
+            image_dirs,
+            linux,
+            linux_cache,
             boots,
+            rounds,
             seconds,
             connections,
+            requests,
             threads,
+            vcpus,
+            accel,
             host_service,
-            no_host,
+            work_dir,
             out,
         } => {
-            let host_service = (!no_host).then_some(host_service);
             if let Some(binary) = &host_service {
                 if !binary.is_file() {
                     return Err(BenchError::MissingInput {
                         path: binary.clone(),
                         remedy: "build it with `cargo build --release -p vigil-service` in \
-                                 unikernel/, or pass --no-host",
+                                 unikernel/",
                     }
                     .into());
                 }
             }
+            let service = ServiceConfig::default();
+            let sides = http::prepare_sides(&SidesOptions {
+                image_dirs,
+                linux,
+                linux_cache,
+                project_dir: project_dir()?,
+                accel,
+                cpus: vcpus,
+                memory_mib: MEMORY_MIB,
+                watchdog_vcpu: WatchdogVcpu::Idle,
+                work_dir: work_dir.clone(),
+                service,
+            })?;
             let bench = HttpBench {
-                image_dir,
+                targets: sides.targets.clone(),
+                settings: sides.settings,
+                accel_reason: sides.accel_reason.clone(),
+                service,
                 boots,
-                loads: connections
-                    .into_iter()
-                    .map(|connections| Load {
-                        threads: threads.min(connections),
-                        connections,
-                        seconds,
-                    })
-                    .collect(),
+                rounds,
+                connections,
+                seconds,
+                threads,
+                requests,
                 host_service,
+                work_dir,
+            };
+            let machine = vigil_bench::machine_description();
+            let report = http::run(&bench)?;
+            publish(&out, &command_line, &machine, &report, http::markdown)?;
+            http::failures_error(&report)
+        }
+        Command::LinuxBaseline { cache } => {
+            let info = vigil_bench::linux::prepare(&vigil_bench::linux::Prepare {
+                project_dir: project_dir()?,
+                cache_dir: cache,
+            })?;
+            vigil_cli::print(&(serde_json::to_string_pretty(&info)? + "\n"))?;
+            Ok(())
+        }
+        Command::Attest {
+            image_dir,
+            rounds,
+            work_dir,
+            out,
+        } => {
+            let bench = attest::AttestBench {
+                image_dir,
+                rounds,
+                work_dir,
             };
             let machine = vigil_bench::machine_description();
             publish(
                 &out,
                 &command_line,
                 &machine,
-                &http::run(&bench)?,
-                http::markdown,
+                &attest::run(&bench)?,
+                attest::markdown,
             )
         }
         Command::Seal {
@@ -298,26 +461,6 @@ fn run(cli: Cli) -> Result<()> {
                 launch::markdown,
             )
         }
-        Command::Attest {
-            image_dir,
-            rounds,
-            work_dir,
-            out,
-        } => {
-            let bench = AttestBench {
-                image_dir,
-                rounds,
-                work_dir,
-            };
-            let machine = vigil_bench::machine_description();
-            publish(
-                &out,
-                &command_line,
-                &machine,
-                &attest::run(&bench)?,
-                attest::markdown,
-            )
-        }
         Command::Watchdog {
             image_dir,
             rounds,
@@ -327,6 +470,7 @@ fn run(cli: Cli) -> Result<()> {
             soak_seconds,
             vcpus,
             watchdog_vcpu,
+            interval_ms,
             work_dir,
             out,
             render,
@@ -358,6 +502,9 @@ fn run(cli: Cli) -> Result<()> {
                 work_dir,
                 vcpus,
                 watchdog_vcpu,
+                interval_ms,
+                idle_scans: 10,
+                accel: AccelChoice::Tcg,
             };
             let machine = vigil_bench::machine_description();
             publish(

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use vigil_bench::error::{BenchError, spawn_error};
 use vigil_bench::interrupt;
@@ -45,7 +45,7 @@ pub struct SealBench {
 }
 
 /// One comparison: our code against `openssl dgst -sha256` over the same bytes.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Comparison {
     /// What our side does.
     pub ours: String,
@@ -66,7 +66,7 @@ pub struct Comparison {
 }
 
 /// Everything measured.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SealReport {
     /// `openssl version`.
     pub openssl_version: String,

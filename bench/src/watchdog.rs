@@ -38,7 +38,7 @@ use vigil_dom0::qmp::Qmp;
 use vigil_dom0::sched::WatchdogVcpu;
 
 /// The default interval (what `vigil-build seal` writes without options).
-const INTERVAL_MS: u32 = 1000;
+pub const INTERVAL_MS: u32 = 1000;
 /// The "disabled" side's interval: one hour.
 const OFF_INTERVAL_MS: u32 = 3_600_000;
 
@@ -64,6 +64,12 @@ pub struct WatchdogBench {
     pub vcpus: Vec<u32>,
     /// How the host schedules the watchdog's vCPU (both sides alike).
     pub watchdog_vcpu: WatchdogVcpu,
+    /// The interval the measured side is sealed with, ms.
+    pub interval_ms: u32,
+    /// Idle checks to time per vCPU count.
+    pub idle_scans: usize,
+    /// The accelerator of both sides.
+    pub accel: AccelChoice,
 }
 
 /// The numbers.
@@ -350,6 +356,7 @@ fn launched(
     name: &str,
     vcpus: u32,
     watchdog_vcpu: WatchdogVcpu,
+    accel: AccelChoice,
 ) -> Result<Domain> {
     interrupt::check()?;
     let state_root = work.join("state");
@@ -361,7 +368,7 @@ fn launched(
             name: name.into(),
             state_root: state_root.clone(),
             host_port: 0,
-            accel: AccelChoice::Tcg,
+            accel,
             memory_mib: 512,
             cpus: vcpus,
             watchdog_vcpu,
@@ -399,7 +406,7 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
         .tempdir_in(&bench.work_dir)?;
     let work = dir.path().canonicalize()?;
     vigil_build::keys::generate(&work.join("signing.pem"), &work.join("signing.pub.pem"))?;
-    let on_bundle = sealed(&work, &bench.image_dir, "on", INTERVAL_MS)?;
+    let on_bundle = sealed(&work, &bench.image_dir, "on", bench.interval_ms)?;
     let off_bundle = sealed(&work, &bench.image_dir, "off", OFF_INTERVAL_MS)?;
 
     let mut throughput = Vec::new();
@@ -407,9 +414,9 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
     let mut region_bytes = 0;
     for (i, &vcpus) in bench.vcpus.iter().enumerate() {
         let (name, policy) = (format!("watchdog-on-{vcpus}"), bench.watchdog_vcpu);
-        let on = launched(&work, &on_bundle, &name, vcpus, policy)?;
+        let on = launched(&work, &on_bundle, &name, vcpus, policy, bench.accel)?;
         let name = format!("watchdog-off-{vcpus}");
-        let off = launched(&work, &off_bundle, &name, vcpus, policy)?;
+        let off = launched(&work, &off_bundle, &name, vcpus, policy, bench.accel)?;
         let status = on.integrity()?;
         region_bytes = status["regions"]
             .as_array()
@@ -494,7 +501,7 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
         // A different phase of the interval each time (golden-ratio steps).
         let phase = (trial as f64 * 0.618_034).fract();
         interrupt::sleep(Duration::from_secs_f64(
-            phase * f64::from(INTERVAL_MS) / 1000.0,
+            phase * f64::from(bench.interval_ms) / 1000.0,
         ))?;
         let (region, address) = targets[trial % 2];
         let before = on.counter("violations")?;
@@ -540,7 +547,7 @@ pub fn run(bench: &WatchdogBench) -> Result<WatchdogReport> {
     };
     drop(on);
     Ok(WatchdogReport {
-        interval_ms: INTERVAL_MS,
+        interval_ms: bench.interval_ms,
         region_bytes,
         throughput,
         soak,
@@ -567,8 +574,11 @@ fn measure_throughput(
     let idle_started = Instant::now();
     let mut scan_idle_ms = Vec::new();
     let mut seen = 0;
-    let until = Instant::now() + Duration::from_secs(12);
-    while scan_idle_ms.len() < 10 && Instant::now() < until {
+    // The first check comes within half a second; then one per interval.
+    let until = Instant::now()
+        + Duration::from_secs(2)
+        + Duration::from_millis(u64::from(bench.interval_ms)) * (bench.idle_scans as u32 + 1);
+    while scan_idle_ms.len() < bench.idle_scans && Instant::now() < until {
         let (number, ms, _) = on.last_check()?;
         if number > seen && number > 1 {
             scan_idle_ms.push(ms);
@@ -648,6 +658,70 @@ fn rate(runs: &[LoadResult]) -> f64 {
     median(&per_second(runs))
 }
 
+/// The in-guest measure over one vCPU count's loaded runs.
+#[derive(Debug, Clone, Copy)]
+pub struct InGuest {
+    /// The runs' counters added up.
+    pub total: ServiceCounters,
+    /// The measure over all of them.
+    pub pooled: DuringChecks,
+    /// The implied loss per run, %: mean and 95 % CI.
+    pub loss: (f64, f64, f64),
+}
+
+/// [`InGuest`] for `t`; `None` if no check ran under load.
+pub fn in_guest(t: &Throughput) -> Option<InGuest> {
+    let total = t
+        .on_windows
+        .iter()
+        .fold(ServiceCounters::default(), |sum, w| sum.plus(w));
+    let losses: Vec<f64> = t
+        .on_windows
+        .iter()
+        .filter_map(DuringChecks::of)
+        .map(|d| d.implied_loss * 100.0)
+        .collect();
+    Some(InGuest {
+        pooled: DuringChecks::of(&total)?,
+        total,
+        loss: stats::mean_ci(&losses),
+    })
+}
+
+/// What the watchdog costs at one interval, for the summary and the plot
+/// (the first vCPU count measured: the soak's and the trials').
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    /// The interval.
+    pub interval_ms: u32,
+    /// The guests' vCPUs.
+    pub vcpus: u32,
+    /// 1 − the paired on/off ratio of requests/s, %: (estimate, low, high).
+    pub paired_loss: (f64, f64, f64),
+    /// The in-guest implied loss per run, %: (mean, low, high).
+    pub in_guest_loss: Option<(f64, f64, f64)>,
+    /// The in-guest implied loss over all runs pooled, %.
+    pub in_guest_pooled: Option<f64>,
+}
+
+/// [`Cost`] of `report`; `None` without throughput runs.
+pub fn cost(report: &WatchdogReport) -> Option<Cost> {
+    let t = report.throughput.first()?;
+    let (ratio, low, high) = stats::paired_ratio(&per_second(&t.on), &per_second(&t.off));
+    let guest = in_guest(t);
+    Some(Cost {
+        interval_ms: report.interval_ms,
+        vcpus: t.vcpus,
+        paired_loss: (
+            (1.0 - ratio) * 100.0,
+            (1.0 - high) * 100.0,
+            (1.0 - low) * 100.0,
+        ),
+        in_guest_loss: guest.map(|g| g.loss),
+        in_guest_pooled: guest.map(|g| g.pooled.implied_loss * 100.0),
+    })
+}
+
 /// The in-guest measure: the service's response rate while checks hashed
 /// beside its rate outside them, per vCPU count.
 fn during_checks_section(report: &WatchdogReport) -> String {
@@ -667,21 +741,15 @@ fn during_checks_section(report: &WatchdogReport) -> String {
          |---:|---:|---:|---:|---:|\n",
     );
     for t in &report.throughput {
-        let total = t
-            .on_windows
-            .iter()
-            .fold(ServiceCounters::default(), |sum, w| sum.plus(w));
-        let losses: Vec<f64> = t
-            .on_windows
-            .iter()
-            .filter_map(DuringChecks::of)
-            .map(|d| d.implied_loss * 100.0)
-            .collect();
-        let Some(pooled) = DuringChecks::of(&total) else {
+        let Some(InGuest {
+            total,
+            pooled,
+            loss: (mean, low, high),
+        }) = in_guest(t)
+        else {
             out += &format!("| {} | – | – | – | no check ran under load |\n", t.vcpus);
             continue;
         };
-        let (mean, low, high) = stats::mean_ci(&losses);
         out += &format!(
             "| {} | {:.2} % | {:.0} of {:.0} | {:.3} | **{:.2} %** ({mean:.2} %; {low:.2} … {high:.2} %) |\n",
             t.vcpus,
@@ -729,7 +797,7 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
          Command: `{command}`\n\n{machine}\n\
          Load average: {} at the start, {} at the end.\n\n\
          The image's measured regions are {} bytes (code and read-only data), \
-         hashed with SHA-256 every {} ms (the default). Both sides are measured \
+         hashed with SHA-256 every {} ms{}. Both sides are measured \
          launches of the same built image; \"off\" is sealed with a one-hour \
          interval (one check 0.5 s after start, then none). The side not being \
          measured is paused (QMP `stop`); rounds alternate ABBA. With more than \
@@ -744,6 +812,11 @@ pub fn markdown(report: &WatchdogReport, command: &str, machine: &str) -> String
         report.load_average.1,
         report.region_bytes,
         report.interval_ms,
+        if report.interval_ms == INTERVAL_MS {
+            " (the default)"
+        } else {
+            ""
+        },
         report.watchdog_vcpu_policy.as_str(),
     );
     for t in &report.throughput {

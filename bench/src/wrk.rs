@@ -21,6 +21,60 @@ pub struct Load {
     pub seconds: u32,
 }
 
+/// The request a load run sends, over and over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`.
+    Get,
+    /// `PUT` with this JSON body.
+    Put(&'static str),
+}
+
+/// Requests slower than this are counted apart ([`LoadResult::over_threshold`]):
+/// wrk 4.1 folds a few long stalls into a p99 near the maximum, so the
+/// share of such requests says more than the p99 alone.
+pub const LATENCY_THRESHOLD_MS: f64 = 100.0;
+
+/// The percentiles of the latency distribution each run reports
+/// ([`LoadResult::percentiles`]), for its CDF; the maximum is
+/// [`LoadResult::max_ms`] (wrk's `percentile(100)` is 0).
+pub const PERCENTILES: [f64; 29] = [
+    1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0, 65.0, 70.0,
+    75.0, 80.0, 85.0, 90.0, 92.5, 95.0, 97.5, 98.0, 99.0, 99.5, 99.8, 99.9, 99.99,
+];
+
+/// The Lua script every run loads: the request, and, when the run is done,
+/// lines with the latency distribution (`vigil-latency ...`) that
+/// [`parse`] reads.
+pub fn script(method: Method) -> String {
+    let mut text = String::from("-- vigil-bench: the request, then the latency distribution.\n");
+    if let Method::Put(body) = method {
+        text += &format!(
+            "wrk.method = \"PUT\"\nwrk.body = [[{body}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+        );
+    }
+    let percentiles: Vec<String> = PERCENTILES.iter().map(|p| p.to_string()).collect();
+    text += &format!(
+        "done = function(summary, latency, requests)
+  io.write(string.format(\"vigil-latency max_us %d\\n\", latency.max))
+  -- The share of requests at or under the threshold, by bisection on percentile().
+  local lo, hi = 0.0, 100.0
+  for _ = 1, 40 do
+    local mid = (lo + hi) / 2
+    if latency:percentile(mid) <= {threshold_us} then lo = mid else hi = mid end
+  end
+  io.write(string.format(\"vigil-latency over_share %.6f\\n\", (100 - lo) / 100))
+  for _, p in ipairs({{ {percentiles} }}) do
+    io.write(string.format(\"vigil-latency p %s %d\\n\", tostring(p), latency:percentile(p)))
+  end
+end
+",
+        threshold_us = LATENCY_THRESHOLD_MS * 1000.0,
+        percentiles = percentiles.join(", "),
+    );
+    text
+}
+
 /// What `wrk --latency` reported.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct LoadResult {
@@ -36,16 +90,45 @@ pub struct LoadResult {
     pub requests: u64,
     /// Socket errors and non-2xx/3xx responses.
     pub errors: u64,
+    /// The slowest request, ms (reports written before it have none).
+    #[serde(default)]
+    pub max_ms: Option<f64>,
+    /// The share of requests slower than [`LATENCY_THRESHOLD_MS`].
+    #[serde(default)]
+    pub over_threshold: Option<f64>,
+    /// The latency distribution: (percentile, ms) at [`PERCENTILES`].
+    #[serde(default)]
+    pub percentiles: Vec<(f64, f64)>,
 }
 
-/// Runs `wrk` against `url`. A signal ([`crate::interrupt`]) ends it early
-/// with [`BenchError::Interrupted`].
+/// Runs `wrk` with `GET` requests against `url`.
 pub fn run(url: &str, load: &Load) -> Result<LoadResult> {
+    run_request(url, load, Method::Get)
+}
+
+/// Runs `wrk` against `url` with `method`. A signal ([`crate::interrupt`])
+/// ends it early with [`BenchError::Interrupted`].
+pub fn run_request(url: &str, load: &Load, method: Method) -> Result<LoadResult> {
+    let mut script_file = tempfile::Builder::new()
+        .prefix("vigil-bench-")
+        .suffix(".lua")
+        .tempfile()
+        .context("creating wrk's script")?;
+    std::io::Write::write_all(&mut script_file, script(method).as_bytes())?;
     let mut args = options(load);
-    args.extend(["--latency".to_owned(), url.to_owned()]);
-    let command = format!("wrk {}", args.join(" "));
+    args.extend(["--latency".to_owned(), "-s".to_owned()]);
+    let described = match method {
+        Method::Get => "GET".to_owned(),
+        Method::Put(body) => format!("PUT of {} JSON bytes", body.len()),
+    };
+    let command = format!(
+        "wrk {} --latency -s <script: {described}; latency distribution> {url}",
+        options(load).join(" ")
+    );
     let child = Command::new("wrk")
         .args(&args)
+        .arg(script_file.path())
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -203,6 +286,20 @@ pub fn parse(text: &str, command: String) -> Result<LoadResult> {
     if let Some(non2xx) = field("Non-2xx or 3xx responses:") {
         errors += non2xx.parse::<u64>().unwrap_or(0);
     }
+    let (mut max_ms, mut over_threshold, mut percentiles) = (None, None, Vec::new());
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["vigil-latency", "max_us", us] => max_ms = us.parse::<f64>().ok().map(|us| us / 1e3),
+            ["vigil-latency", "over_share", share] => over_threshold = share.parse().ok(),
+            ["vigil-latency", "p", p, us] => {
+                if let (Ok(p), Ok(us)) = (p.parse::<f64>(), us.parse::<f64>()) {
+                    percentiles.push((p, us / 1e3));
+                }
+            }
+            _ => {}
+        }
+    }
     Ok(LoadResult {
         command,
         requests_per_second,
@@ -210,6 +307,9 @@ pub fn parse(text: &str, command: String) -> Result<LoadResult> {
         p99_ms: percentile("99%").context("no 99% latency")?,
         requests,
         errors,
+        max_ms,
+        over_threshold,
+        percentiles,
     })
 }
 
@@ -242,6 +342,35 @@ Transfer/sec:    112.34KB
         assert_eq!(result.p99_ms, 130.4);
         assert_eq!(result.requests, 7602);
         assert_eq!(result.errors, 7);
+        assert_eq!(result.max_ms, None);
+        assert!(result.percentiles.is_empty());
+
+        let with_script = format!(
+            "{SAMPLE}vigil-latency max_us 1250000\nvigil-latency over_share 0.012500\n\
+             vigil-latency p 50 82000\nvigil-latency p 99.9 1200000\n"
+        );
+        let result = parse(&with_script, "wrk".into()).unwrap();
+        assert_eq!(result.max_ms, Some(1250.0));
+        assert_eq!(result.over_threshold, Some(0.0125));
+        assert_eq!(result.percentiles, [(50.0, 82.0), (99.9, 1200.0)]);
+    }
+
+    #[test]
+    fn the_script_sets_the_request_and_reports_the_distribution() {
+        let get = script(Method::Get);
+        assert!(!get.contains("wrk.method"));
+        assert!(get.contains("latency:percentile(mid) <= 100000 then"));
+        assert!(get.contains("ipairs({ 1, 2.5, 5, 10, 15, "));
+        assert!(get.contains(" 99.5, 99.8, 99.9, 99.99 })"));
+        let put = script(Method::Put(r#"{"a":1}"#));
+        assert!(put.contains("wrk.method = \"PUT\"\nwrk.body = [[{\"a\":1}]]\n"));
+    }
+
+    #[test]
+    fn old_results_still_read() {
+        let old = r#"{"command":"wrk","requests_per_second":1.0,"p50_ms":1.0,"p99_ms":2.0,"requests":10,"errors":0}"#;
+        let result: LoadResult = serde_json::from_str(old).unwrap();
+        assert_eq!(result.max_ms, None);
     }
 
     #[test]

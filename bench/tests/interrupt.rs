@@ -20,11 +20,21 @@ const BENCH: &str = env!("CARGO_BIN_EXE_vigil-bench");
 fn image_dir() -> PathBuf {
     std::env::var_os("VIGIL_IMAGE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/vigil/hvm"))
+        .unwrap_or_else(|| project().join("target/vigil/hvm"))
+}
+
+/// This checkout.
+fn project() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Live (not zombie) processes named `comm` whose command line mentions `marker`.
 fn processes(comm: &str, marker: &Path) -> Vec<u32> {
+    processes_with(comm, marker, "")
+}
+
+/// [`processes`] whose command line also contains `also`.
+fn processes_with(comm: &str, marker: &Path, also: &str) -> Vec<u32> {
     let marker = marker.display().to_string();
     fs::read_dir("/proc")
         .unwrap()
@@ -32,8 +42,10 @@ fn processes(comm: &str, marker: &Path) -> Vec<u32> {
         .filter(|pid| {
             let proc = PathBuf::from(format!("/proc/{pid}"));
             let named = fs::read_to_string(proc.join("comm")).is_ok_and(|c| c.trim() == comm);
-            let mentions = fs::read(proc.join("cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker));
+            let mentions = fs::read(proc.join("cmdline")).is_ok_and(|c| {
+                let line = String::from_utf8_lossy(&c);
+                line.contains(&marker) && line.contains(also)
+            });
             let zombie = fs::read_to_string(proc.join("stat")).is_ok_and(|stat| {
                 stat.rsplit_once(')')
                     .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
@@ -146,5 +158,36 @@ fn sigterm_during_an_unmeasured_boot_stops_the_guest() {
         !processes(QEMU_COMM, &work).is_empty()
     });
     kill_process(pid(&bench), Signal::TERM).unwrap();
+    assert_clean_exit(&mut bench, &work);
+}
+
+#[test]
+#[ignore = "boots both built images and the Linux guest (apt-get download once): run by scripts/test"]
+fn ctrl_c_during_all_stops_the_linux_guests_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().canonicalize().unwrap();
+    let project = project();
+    let mut bench = Command::new(BENCH)
+        .args(["all", "--quick", "--hvm"])
+        .arg(image_dir())
+        .arg("--virtio")
+        .arg(project.join("target/vigil/virtio"))
+        .arg("--linux-cache")
+        .arg(project.join("target/vigil/linux-baseline"))
+        .arg("--work-dir")
+        .arg(&work)
+        .arg("--out-dir")
+        .arg(work.join("out"))
+        .current_dir(&project)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // A Linux guest (its command line names the NIC for /init).
+    wait_until("a Linux guest's QEMU", Duration::from_secs(600), || {
+        !processes_with(QEMU_COMM, &work, "vigil.nic=").is_empty()
+    });
+    kill_process_group(pid(&bench), Signal::INT).unwrap();
     assert_clean_exit(&mut bench, &work);
 }

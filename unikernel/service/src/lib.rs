@@ -16,6 +16,7 @@
 //!   connection limit (with two kinds of helper threads that work around
 //!   Hermit 0.11; see there).
 //! - [`json`]: the strict JSON validator that `PUT` bodies must pass.
+//! - [`listen`]: the address the service listens on.
 //! - [`reference`](mod@reference): the reference block sealing writes into the image.
 //! - [`watchdog`]: re-hashes the image's code and read-only data in memory.
 //! - [`vcpu`]: which vCPU each thread runs on (the watchdog gets its own).
@@ -46,6 +47,7 @@
 pub mod app;
 pub mod http;
 pub mod json;
+pub mod listen;
 pub mod log;
 pub mod reference;
 pub mod server;

@@ -3,7 +3,7 @@
 //! On Hermit the arguments are the words after `--` on the kernel command
 //! line; `argv[0]` is a placeholder.
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::TcpListener;
 use std::process;
 
 use vigil_core::v1::config::{LogLevel, ServiceConfig};
@@ -12,23 +12,25 @@ use vigil_core::v1::report::ReportKey;
 use vigil_service::app::App;
 use vigil_service::app::integrity::Integrity;
 use vigil_service::console_line;
+use vigil_service::listen;
 use vigil_service::log::Logger;
 use vigil_service::reference;
 use vigil_service::server::Server;
 use vigil_service::watchdog::{self, LiveMemory, Watchdog};
 
-/// Where the service listens: every address of the guest under Hermit; on
-/// other systems (the host build, for tests and benchmarks) loopback only.
-const LISTEN_ADDRESS: Ipv4Addr = if cfg!(target_os = "hermit") {
-    Ipv4Addr::UNSPECIFIED
-} else {
-    Ipv4Addr::LOCALHOST
-};
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match ServiceConfig::from_args(args.iter().map(String::as_str)) {
         Ok(config) => config,
+        Err(error) => {
+            console_line!("vigil-service: invalid configuration: {error}");
+            process::exit(2);
+        }
+    };
+    // Every address of the guest under Hermit; elsewhere loopback unless
+    // VIGIL_SERVICE_ADDRESS says otherwise (`vigil_service::listen`).
+    let address = match listen::from_environment() {
+        Ok(address) => address,
         Err(error) => {
             console_line!("vigil-service: invalid configuration: {error}");
             process::exit(2);
@@ -58,7 +60,7 @@ fn main() {
     let key = reference::report_seed().map(|seed| ReportKey::from_seed(&seed));
     let integrity = Integrity::new(watchdog.as_ref().map(Watchdog::shared), key);
     let app = App::with_integrity(config, integrity);
-    let server = TcpListener::bind((LISTEN_ADDRESS, config.port))
+    let server = TcpListener::bind((address, config.port))
         .and_then(|listener| Server::with_app(listener, app));
     let server = match server {
         Ok(server) => server,
