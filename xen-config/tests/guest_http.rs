@@ -199,6 +199,34 @@ fn bad_requests_get_the_right_status_and_the_service_keeps_serving() {
 
 #[test]
 #[ignore = "boots the built image under QEMU: run by .ci/run (cargo test -- --ignored)"]
+fn an_oversized_upload_sent_whole_before_reading_gets_its_413() {
+    // Like Python's http.client: the whole 4 MiB body is written before the
+    // answer is read. The send buffer is fixed at 256 KiB: Linux grows a
+    // blocking loopback socket's buffer up to 4 MiB, which could take the
+    // whole body and hide the stall (the old service then passed by luck). The service answers 413 after the head; it must then
+    // keep reading (and discarding) until the client is done, or the
+    // windows fill, the client blocks in its write and never sees the 413.
+    const BODY: usize = 4 << 20;
+    let guest = TestGuest::boot(&[]);
+    let mut client = guest.connect();
+    client.set_write_timeout(Duration::from_secs(5));
+    client.set_send_buffer(256 << 10);
+    let head = format!("PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n");
+    let started = Instant::now();
+    // The head and the body in two writes, as http.client does.
+    client.send(head.as_bytes());
+    client.send(&vec![b'1'; BODY]);
+    let response = client.response(false);
+    let took = started.elapsed();
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(took < Duration::from_secs(1), "the 413 took {took:?}");
+    assert!(client.closed_by_server());
+    guest.assert_healthy();
+}
+
+#[test]
+#[ignore = "boots the built image under QEMU: run by .ci/run (cargo test -- --ignored)"]
 fn keep_alive_pipelining_http10_and_expect_continue() {
     let guest = TestGuest::boot(&[]);
 
@@ -382,6 +410,14 @@ fn connection_limit_holds() {
     let rejected = fifth.response(false);
     assert_eq!(rejected.status, 503, "{}", rejected.text());
     assert!(fifth.closed_by_server());
+    // One that sends a request first reads its 503 too: the service lingers
+    // (a socket closed with the request unread would be reset).
+    let mut sixth = guest.connect();
+    sixth.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let rejected = sixth.response(false);
+    assert_eq!(rejected.status, 503, "{}", rejected.text());
+    assert!(sixth.closed_by_server());
     drop(held);
     std::thread::sleep(Duration::from_millis(500));
     guest.assert_healthy();

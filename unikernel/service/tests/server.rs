@@ -285,6 +285,89 @@ fn refused_uploads_still_get_their_answer() {
 }
 
 #[test]
+fn a_client_that_sends_its_whole_body_before_reading_gets_its_413() {
+    // Like Python's http.client: head, then the whole body, then read.
+    let server = Running::start(&[]);
+    let mut client = server.connect();
+    client
+        .stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let body = 4 << 20;
+    let started = Instant::now();
+    client.send(format!("PUT /v1/kv/big HTTP/1.1\r\nContent-Length: {body}\r\n\r\n").as_bytes());
+    client.send(&vec![b'1'; body]);
+    let response = client.response(false);
+    assert_eq!(response.status, 413);
+    assert!(response.closes());
+    client.assert_closed();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Sends a 413-inducing head, reads the 413, then keeps sending `chunk`
+/// every `pause` until a write fails; how long that took and how much was sent.
+fn send_after_413_until_cut_off(chunk: usize, pause: Duration) -> (Duration, usize) {
+    let server = Running::start(&["--max-body-bytes=1024"]);
+    let mut client = server.connect();
+    client.send(b"PUT /v1/kv/big HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n");
+    assert_eq!(client.response(false).status, 413);
+    let mut writer = client.stream.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let started = Instant::now();
+    let bytes = vec![b'1'; chunk];
+    let mut sent = 0;
+    while writer.write_all(&bytes).is_ok() {
+        sent += chunk;
+        assert!(
+            started.elapsed() < PATIENCE,
+            "still accepted after {sent} bytes"
+        );
+        thread::sleep(pause);
+    }
+    (started.elapsed(), sent)
+}
+
+#[test]
+fn a_closing_connection_discards_a_bounded_number_of_bytes() {
+    // 16 MiB discarded, plus what the sockets' buffers hold.
+    let (took, sent) = send_after_413_until_cut_off(64 << 10, Duration::ZERO);
+    assert!(sent < 40 << 20, "{sent} bytes in {took:?}");
+}
+
+#[test]
+fn a_closing_connection_discards_for_a_bounded_time() {
+    // A trickle is cut off once the lingering time (2 s) is up.
+    let (took, sent) = send_after_413_until_cut_off(1024, Duration::from_millis(20));
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "{sent} bytes in {took:?}"
+    );
+}
+
+#[test]
+fn a_turned_away_client_that_sent_a_request_reads_its_503() {
+    let server = Running::start(&["--max-connections=1"]);
+    let mut held = server.connect();
+    assert_eq!(held.request("GET", "/healthz", None).status, 200);
+    // The request sits unread when the server answers 503 and closes; a
+    // socket closed with unread input is reset, and a reset destroys the
+    // answer before the client reads it, unless the server lingers.
+    let mut refused = server.connect();
+    refused.send(b"GET /healthz HTTP/1.1\r\n\r\n");
+    thread::sleep(Duration::from_millis(200));
+    let response = refused.response(false);
+    assert_eq!(response.status, 503);
+    refused.assert_closed();
+    assert_eq!(held.request("GET", "/healthz", None).status, 200);
+}
+
+#[test]
 fn answers_expect_100_continue() {
     let server = Running::start(&[]);
     let mut client = server.connect();

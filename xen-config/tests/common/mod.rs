@@ -337,4 +337,13 @@ impl Client {
     pub fn set_read_timeout(&self, timeout: Duration) {
         self.writer.set_read_timeout(Some(timeout)).unwrap();
     }
+
+    pub fn set_write_timeout(&self, timeout: Duration) {
+        self.writer.set_write_timeout(Some(timeout)).unwrap();
+    }
+
+    /// Fixes the socket's send buffer (which turns Linux's autotuning off).
+    pub fn set_send_buffer(&self, bytes: usize) {
+        rustix::net::sockopt::set_socket_send_buffer_size(&self.writer, bytes).unwrap();
+    }
 }

@@ -81,6 +81,15 @@ impl Connection {
         }
     }
 
+    /// A connection that takes no requests and sends only `answer` (a
+    /// connection turned away), then closes like any other.
+    pub fn refused(limits: Limits, answer: &[u8]) -> Self {
+        let mut conn = Self::new(limits);
+        conn.output.extend(answer);
+        conn.close();
+        conn
+    }
+
     /// Takes bytes the client sent and answers every request they complete.
     /// Bytes arriving after the connection closed are discarded.
     pub fn receive(&mut self, bytes: &[u8], handler: &mut impl Handler) {
@@ -709,6 +718,18 @@ mod tests {
         let mut echo = Echo::default();
         feed(&mut conn, &mut echo, b"GET / HTTP/1.1\r\n", 100);
         conn.end_of_input();
+        assert!(conn.is_finished());
+    }
+
+    #[test]
+    fn a_refused_connection_sends_its_answer_and_takes_no_requests() {
+        let mut conn = Connection::refused(LIMITS, b"busy");
+        let mut echo = Echo::default();
+        assert!(conn.is_closed() && !conn.wants_input());
+        conn.receive(b"GET / HTTP/1.1\r\n\r\n", &mut echo);
+        assert!(echo.requests.is_empty());
+        assert_eq!(conn.output(), b"busy");
+        conn.consume_output(4);
         assert!(conn.is_finished());
     }
 

@@ -2,14 +2,16 @@
 //!
 //! On Hermit, dropping a TCP socket sends the FIN and then blocks until the
 //! close handshake is complete, that is until the client has closed its side
-//! too. A client that keeps its socket open after the server closed (idle
-//! timeout, `Connection: close`, a 503) would stall the event loop, and a
-//! single closing thread would hold every later close (and its FIN) behind
-//! it. So sockets are dropped by a pool of [`THREADS`] threads, all started up
-//! front: on Hermit, a thread spawned while the loop is serving can leave the
-//! loop without network wake-ups until the next timer interrupt. If every
-//! thread is held up by a client that never closes, later sockets wait their
-//! turn. Closing never blocks on other systems, where the pool is just idle.
+//! too (unless input is left unread or still arrives: then it resets the
+//! connection at once, kernel patch 0014). A client that keeps its socket
+//! open after the server closed (idle timeout, `Connection: close`, a 503)
+//! would stall the event loop, and a single closing thread would hold every
+//! later close (and its FIN) behind it. So sockets are dropped by a pool of
+//! [`THREADS`] threads, all started up front: on Hermit, a thread spawned
+//! while the loop is serving can leave the loop without network wake-ups
+//! until the next timer interrupt. If every thread is held up by a client
+//! that never closes, later sockets wait their turn. Closing never blocks on
+//! other systems, where the pool is just idle.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};

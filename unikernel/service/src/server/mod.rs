@@ -65,19 +65,31 @@ const RESCAN: Duration = Duration::from_millis(100);
 /// dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// How long a closed connection keeps draining what the client still sends.
+/// How long a connection that is over keeps discarding what the client
+/// still sends (a lingering close).
 ///
-/// Closing a socket with unread input makes most TCP stacks reset the
-/// connection, which can destroy the last response before the client has read
-/// it. So after `shutdown(Write)` the loop reads and discards until the client
-/// closes or this time is up. Hermit's `shutdown` does nothing (the FIN goes
-/// out when the socket is dropped) and its close never resets: there the
-/// socket is dropped as soon as everything is sent.
-const LINGER: Duration = if cfg!(target_os = "hermit") {
-    Duration::ZERO
-} else {
-    Duration::from_secs(1)
-};
+/// A connection ends after an answer that closes it (an error, a 503 to a
+/// connection beyond the limit, `Connection: close`, a timeout) while the
+/// client may still be sending: the body of a refused upload, pipelined
+/// requests. Closing a socket with unread input resets the connection (on
+/// Linux, and on Hermit with Vigil's kernel patch 0014), which can destroy
+/// the last answer before the client has read it; and a client that writes
+/// its whole body before it reads (Python's `http.client`) blocks once the
+/// windows fill and never sees the answer. So once the last answer is
+/// written, the loop shuts down the write side (the FIN follows the answer)
+/// and reads and discards until the client closes, for at most this long and
+/// [`LINGER_BYTES`]; then it drops the socket (a reset if the client is still
+/// sending).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Bytes a closing connection discards at most (see [`LINGER`]): the
+/// largest body `max-body-bytes` can allow.
+const LINGER_BYTES: usize = 16 << 20;
+
+/// Connections turned away at the limit that may linger at once (they are
+/// not counted against `max-connections`); beyond that one is answered as far
+/// as its socket takes the answer at once, and dropped.
+const MAX_REFUSED: usize = 64;
 
 /// The whole response to a connection beyond the limit.
 const TOO_MANY_CONNECTIONS: &[u8] = br#"{"error":"too many connections"}"#;
@@ -91,6 +103,10 @@ pub struct Server {
     /// The same socket, registered for readiness.
     readiness: TcpListener,
     peers: Slab<Peer>,
+    /// Connections in `peers` that count against `max_connections`.
+    in_service: usize,
+    /// Connections in `peers` that were turned away ([`MAX_REFUSED`]).
+    refused: usize,
     app: App,
     limits: Limits,
     idle_timeout: Duration,
@@ -159,6 +175,8 @@ impl Server {
             listener,
             readiness,
             peers: Slab::new(),
+            in_service: 0,
+            refused: 0,
             limits: Limits {
                 max_header_bytes: setting(config.max_header_bytes),
                 max_uri_bytes: setting(config.max_uri_bytes),
@@ -271,15 +289,35 @@ impl Server {
             self.closer.close(TcpStream::from_std(stream));
             return;
         }
-        let mut stream = TcpStream::from_std(stream);
-        if self.peers.len() >= self.max_connections {
+        let stream = TcpStream::from_std(stream);
+        if self.in_service >= self.max_connections {
             self.turn_away(stream, now);
             return;
         }
+        let deadline = now + self.idle_timeout;
+        if self
+            .watch(stream, Connection::new(self.limits), deadline, false)
+            .is_some()
+        {
+            self.in_service += 1;
+            self.app.metrics_mut().connection_opened();
+        }
+    }
+
+    /// Registers `stream` and takes it into `peers`; its key, or `None` if
+    /// it could not be watched (it is closed then).
+    fn watch(
+        &mut self,
+        mut stream: TcpStream,
+        conn: Connection,
+        deadline: Instant,
+        refused: bool,
+    ) -> Option<usize> {
         // Best effort: responses are written whole, so Nagle only adds delay.
         let _ = stream.set_nodelay(true);
         let entry = self.peers.vacant_entry();
-        let token = Token(entry.key() + FIRST_PEER);
+        let key = entry.key();
+        let token = Token(key + FIRST_PEER);
         if let Err(error) = self
             .poll
             .registry()
@@ -290,32 +328,34 @@ impl Server {
                 format_args!("cannot watch a new connection: {error}"),
             );
             self.closer.close(stream);
-            return;
+            return None;
         }
-        let deadline = now + self.idle_timeout;
-        entry.insert(Peer::new(
-            stream,
-            token,
-            Connection::new(self.limits),
-            deadline,
-        ));
-        self.app.metrics_mut().connection_opened();
+        entry.insert(Peer::new(stream, token, conn, deadline, refused));
         self.schedule(deadline);
+        Some(key)
     }
 
-    /// Answers 503 as far as the socket takes it right now, and closes.
+    /// Answers 503 and closes, lingering like any connection that is over
+    /// (see [`LINGER`]) unless [`MAX_REFUSED`] already do.
     fn turn_away(&mut self, mut stream: TcpStream, now: Instant) {
-        let sent = stream.write(&self.busy).unwrap_or(0);
-        let metrics = self.app.metrics_mut();
-        metrics.record_sent(sent);
-        metrics.connection_rejected();
+        self.app.metrics_mut().connection_rejected();
         let limit = self.max_connections;
         self.app.logger().warn_throttled(
             &mut self.rejections,
             now,
             format_args!("turned a connection away: {limit} connections in service"),
         );
-        self.closer.close(stream);
+        if self.refused >= MAX_REFUSED {
+            let sent = stream.write(&self.busy).unwrap_or(0);
+            self.app.metrics_mut().record_sent(sent);
+            self.closer.close(stream);
+            return;
+        }
+        let conn = Connection::refused(self.limits, &self.busy);
+        if let Some(key) = self.watch(stream, conn, now + CLOSE_GRACE, true) {
+            self.refused += 1;
+            self.ready(key, now);
+        }
     }
 
     /// Lets connection `key` make progress after readiness or a budget break.
@@ -397,7 +437,12 @@ impl Server {
         // mio's poll(2) selector (Hermit) forgets hung-up sockets by itself,
         // so this may find nothing to deregister.
         let _ = self.poll.registry().deregister(&mut peer.stream);
-        self.app.metrics_mut().connection_closed();
+        if peer.refused {
+            self.refused -= 1;
+        } else {
+            self.in_service -= 1;
+            self.app.metrics_mut().connection_closed();
+        }
         self.closer.close(peer.stream);
     }
 }

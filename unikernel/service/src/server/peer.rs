@@ -8,7 +8,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use vigil_core::v1::config::LogLevel;
 
-use super::{LINGER, READ_BUDGET};
+use super::{LINGER, LINGER_BYTES, READ_BUDGET};
 use crate::app::App;
 use crate::http::Connection;
 
@@ -43,8 +43,12 @@ pub(super) struct Peer {
     writable: bool,
     /// Our side is shut down; what arrives is discarded.
     lingering: bool,
+    /// Bytes discarded while lingering.
+    discarded: usize,
     /// The client has closed its side.
     client_done: bool,
+    /// A connection turned away at the limit (not counted against it).
+    pub(super) refused: bool,
 }
 
 impl Peer {
@@ -54,6 +58,7 @@ impl Peer {
         token: Token,
         conn: Connection,
         deadline: Instant,
+        refused: bool,
     ) -> Self {
         Self {
             stream,
@@ -62,7 +67,9 @@ impl Peer {
             deadline,
             writable: false,
             lingering: false,
+            discarded: 0,
             client_done: false,
+            refused,
         }
     }
 
@@ -81,7 +88,7 @@ impl Peer {
                 return failed(app, &error);
             }
             if self.conn.is_finished() && !self.lingering {
-                if self.client_done || LINGER.is_zero() {
+                if self.client_done {
                     return Progress::Done;
                 }
                 self.start_lingering(io.now);
@@ -101,7 +108,12 @@ impl Peer {
                 }
                 Ok(n) => {
                     app.metrics_mut().record_received(n);
-                    if !self.lingering {
+                    if self.lingering {
+                        self.discarded = self.discarded.saturating_add(n);
+                        if self.discarded >= LINGER_BYTES {
+                            return Progress::Done;
+                        }
+                    } else {
                         self.deadline = io.now + io.idle_timeout;
                         self.conn
                             .receive(io.scratch.get(..n).unwrap_or_default(), app);
@@ -148,7 +160,7 @@ impl Peer {
     }
 
     /// Everything is sent: stop sending, keep reading (and discarding) until
-    /// the client closes or [`LINGER`] is up.
+    /// the client closes, [`LINGER`] is up or [`LINGER_BYTES`] are read.
     fn start_lingering(&mut self, now: Instant) {
         // A failed shutdown only means the client is gone; reading will tell.
         let _ = self.stream.shutdown(Shutdown::Write);
