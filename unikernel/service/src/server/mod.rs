@@ -86,10 +86,13 @@ const LINGER: Duration = Duration::from_secs(2);
 /// largest body `max-body-bytes` can allow.
 const LINGER_BYTES: usize = 16 << 20;
 
-/// Connections turned away at the limit that may linger at once (they are
-/// not counted against `max-connections`); beyond that one is answered as far
-/// as its socket takes the answer at once, and dropped.
-const MAX_REFUSED: usize = 64;
+/// Connections that may be closing at once: lingering after their last
+/// answer, or turned away at the limit and sending their 503. They are out
+/// of service, so they do not count against `max-connections`: a client's
+/// slot is free as soon as its last answer is written. Beyond this many, a
+/// connection that is over is dropped at once (a turned-away one gets its
+/// 503 as far as its socket takes it right away).
+const MAX_CLOSING: usize = 64;
 
 /// The whole response to a connection beyond the limit.
 const TOO_MANY_CONNECTIONS: &[u8] = br#"{"error":"too many connections"}"#;
@@ -105,8 +108,8 @@ pub struct Server {
     peers: Slab<Peer>,
     /// Connections in `peers` that count against `max_connections`.
     in_service: usize,
-    /// Connections in `peers` that were turned away ([`MAX_REFUSED`]).
-    refused: usize,
+    /// Connections in `peers` that are closing ([`MAX_CLOSING`]).
+    closing: usize,
     app: App,
     limits: Limits,
     idle_timeout: Duration,
@@ -176,7 +179,7 @@ impl Server {
             readiness,
             peers: Slab::new(),
             in_service: 0,
-            refused: 0,
+            closing: 0,
             limits: Limits {
                 max_header_bytes: setting(config.max_header_bytes),
                 max_uri_bytes: setting(config.max_uri_bytes),
@@ -296,7 +299,7 @@ impl Server {
         }
         let deadline = now + self.idle_timeout;
         if self
-            .watch(stream, Connection::new(self.limits), deadline, false)
+            .watch(stream, Connection::new(self.limits), deadline, true)
             .is_some()
         {
             self.in_service += 1;
@@ -304,14 +307,14 @@ impl Server {
         }
     }
 
-    /// Registers `stream` and takes it into `peers`; its key, or `None` if
-    /// it could not be watched (it is closed then).
+    /// Registers `stream` and takes it into `peers`, in service or closing;
+    /// its key, or `None` if it could not be watched (it is closed then).
     fn watch(
         &mut self,
         mut stream: TcpStream,
         conn: Connection,
         deadline: Instant,
-        refused: bool,
+        in_service: bool,
     ) -> Option<usize> {
         // Best effort: responses are written whole, so Nagle only adds delay.
         let _ = stream.set_nodelay(true);
@@ -330,13 +333,13 @@ impl Server {
             self.closer.close(stream);
             return None;
         }
-        entry.insert(Peer::new(stream, token, conn, deadline, refused));
+        entry.insert(Peer::new(stream, token, conn, deadline, in_service));
         self.schedule(deadline);
         Some(key)
     }
 
     /// Answers 503 and closes, lingering like any connection that is over
-    /// (see [`LINGER`]) unless [`MAX_REFUSED`] already do.
+    /// (see [`LINGER`]) unless [`MAX_CLOSING`] already close.
     fn turn_away(&mut self, mut stream: TcpStream, now: Instant) {
         self.app.metrics_mut().connection_rejected();
         let limit = self.max_connections;
@@ -345,15 +348,15 @@ impl Server {
             now,
             format_args!("turned a connection away: {limit} connections in service"),
         );
-        if self.refused >= MAX_REFUSED {
+        if self.closing >= MAX_CLOSING {
             let sent = stream.write(&self.busy).unwrap_or(0);
             self.app.metrics_mut().record_sent(sent);
             self.closer.close(stream);
             return;
         }
         let conn = Connection::refused(self.limits, &self.busy);
-        if let Some(key) = self.watch(stream, conn, now + CLOSE_GRACE, true) {
-            self.refused += 1;
+        if let Some(key) = self.watch(stream, conn, now + CLOSE_GRACE, false) {
+            self.closing += 1;
             self.ready(key, now);
         }
     }
@@ -371,6 +374,17 @@ impl Server {
         };
         let progress = peer.drive(&mut self.app, &mut io);
         let deadline = peer.deadline;
+        if peer.in_service && peer.is_lingering() {
+            // Its last answer is written: out of service, its slot free.
+            peer.in_service = false;
+            self.in_service -= 1;
+            self.closing += 1;
+            self.app.metrics_mut().connection_closed();
+            if self.closing > MAX_CLOSING {
+                self.close(key);
+                return;
+            }
+        }
         match progress {
             Progress::Wait => self.schedule(deadline),
             Progress::Again => {
@@ -437,11 +451,11 @@ impl Server {
         // mio's poll(2) selector (Hermit) forgets hung-up sockets by itself,
         // so this may find nothing to deregister.
         let _ = self.poll.registry().deregister(&mut peer.stream);
-        if peer.refused {
-            self.refused -= 1;
-        } else {
+        if peer.in_service {
             self.in_service -= 1;
             self.app.metrics_mut().connection_closed();
+        } else {
+            self.closing -= 1;
         }
         self.closer.close(peer.stream);
     }

@@ -47,8 +47,9 @@ pub(super) struct Peer {
     discarded: usize,
     /// The client has closed its side.
     client_done: bool,
-    /// A connection turned away at the limit (not counted against it).
-    pub(super) refused: bool,
+    /// Counted against the connection limit: taken into service and not
+    /// yet closing (a connection turned away at the limit never is).
+    pub(super) in_service: bool,
 }
 
 impl Peer {
@@ -58,7 +59,7 @@ impl Peer {
         token: Token,
         conn: Connection,
         deadline: Instant,
-        refused: bool,
+        in_service: bool,
     ) -> Self {
         Self {
             stream,
@@ -69,7 +70,7 @@ impl Peer {
             lingering: false,
             discarded: 0,
             client_done: false,
-            refused,
+            in_service,
         }
     }
 
@@ -127,6 +128,11 @@ impl Peer {
             }
         }
         Progress::Again
+    }
+
+    /// Whether its last answer is written and it discards what comes.
+    pub(super) fn is_lingering(&self) -> bool {
+        self.lingering
     }
 
     /// Writes output until done or the socket would block; keeps the
