@@ -55,20 +55,28 @@ pub struct HttpReport {
 }
 
 /// The paths each load is run against: a health check and a stored value.
-const PATHS: [&str; 2] = ["/healthz", "/v1/kv/bench"];
+pub(crate) const PATHS: [&str; 2] = ["/healthz", "/v1/kv/bench"];
 const BENCH_VALUE: &[u8] = br#"{"benchmark":true,"items":[1,2,3]}"#;
 
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn boot(image: &BootImage, accel: Accel, dir: &Path) -> Result<(Guest, u16, Duration)> {
+/// Boots `image` with `cpus` vCPUs and the default service settings,
+/// forwarding a port QEMU picks (with the listen backlog raised); returns
+/// the guest, that port and the time from QEMU's start to the first answer.
+pub(crate) fn boot(
+    image: &BootImage,
+    accel: Accel,
+    dir: &Path,
+    cpus: u32,
+) -> Result<(Guest, u16, Duration)> {
     let service = ServiceConfig::default();
     let config = QemuConfig {
         image: image.clone(),
         accel,
         memory_mib: 512,
-        cpus: 1,
+        cpus,
         cmdline: kernel_cmdline(&service),
         forward: Some(Forward {
             host_port: 0,
@@ -88,7 +96,7 @@ fn boot(image: &BootImage, accel: Accel, dir: &Path) -> Result<(Guest, u16, Dura
 }
 
 /// Stores the value the `/v1/kv/bench` loads read.
-fn put_bench_value(port: u16) -> Result<()> {
+pub(crate) fn put_bench_value(port: u16) -> Result<()> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -154,7 +162,7 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
 
     let mut boot_seconds = Vec::new();
     for i in 0..bench.boots {
-        let (guest, _, elapsed) = boot(&image, accel, dir.path())?;
+        let (guest, _, elapsed) = boot(&image, accel, dir.path(), 1)?;
         guest.stop(Duration::from_secs(5))?;
         eprintln!(
             "vigil-bench: boot {}: first answer after {:.3} s",
@@ -164,7 +172,7 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
         boot_seconds.push(elapsed.as_secs_f64());
     }
 
-    let (mut guest, port, _) = boot(&image, accel, dir.path())?;
+    let (mut guest, port, _) = boot(&image, accel, dir.path(), 1)?;
     put_bench_value(port)?;
     let host = match &bench.host_service {
         Some(binary) => {
@@ -215,7 +223,7 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
 
 /// A load run against the guest must have been served, and the guest must
 /// still be up: a benchmark that records zeros would be worse than none.
-fn check_guest(guest: &mut Guest, port: u16, result: &LoadResult) -> Result<()> {
+pub(crate) fn check_guest(guest: &mut Guest, port: u16, result: &LoadResult) -> Result<()> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let exited = guest.try_exit();
     let healthy = exited.is_none() && vigil_dom0::health::probe(addr, Duration::from_secs(5));

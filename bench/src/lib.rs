@@ -3,6 +3,7 @@
 //! Each benchmark writes a Markdown report and the raw numbers as JSON,
 //! headed by the exact command that produced them.
 
+pub mod compare;
 pub mod http;
 pub mod stats;
 pub mod tamper;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use vigil_bench::compare::{self, CompareBench};
 use vigil_bench::http::{self, HttpBench};
 use vigil_bench::wrk::Load;
 use vigil_dom0::accel::AccelChoice;
@@ -54,6 +55,40 @@ enum Command {
         no_host: bool,
         /// Where the report goes (a .md file; the numbers go beside it as .json).
         #[arg(long, default_value = "bench/results/http.md")]
+        out: PathBuf,
+    },
+    /// Built images side by side (say, main's beside a branch's, for each
+    /// NIC): boot-to-first-answer, requests/s, latency percentiles, the
+    /// slowest request, the share of slow requests and the run-to-run spread
+    /// of one guest, each guest booted alone under the same QEMU settings,
+    /// in interleaved rounds.
+    Compare {
+        /// An image to compare, as LABEL=DIR (a directory `vigil-build
+        /// build` wrote); repeat for each. Each is also compared with the
+        /// first image of the same NIC flavor.
+        #[arg(long = "image", value_parser = parse_image, required = true)]
+        images: Vec<(String, PathBuf)>,
+        /// Rounds; each boots every image once.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Successive runs of each load on one guest (their spread is the
+        /// run-to-run noise).
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+        /// Seconds per load run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Connection counts to load with (repeatable).
+        #[arg(long = "connections", default_values_t = [4, 64])]
+        connections: Vec<u32>,
+        /// wrk threads.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// vCPUs per guest (vigil-dom0's default is 2).
+        #[arg(long, default_value_t = vigil_dom0::launch::DEFAULT_VCPUS)]
+        vcpus: u32,
+        /// Where the report goes (a .md file; the numbers go beside it as .json).
+        #[arg(long, default_value = "bench/results/compare.md")]
         out: PathBuf,
     },
     /// Sealing and SHA-256 throughput beside `openssl dgst -sha256` on the
@@ -150,6 +185,16 @@ enum Command {
     },
 }
 
+/// `LABEL=DIR` of `compare --image`.
+fn parse_image(text: &str) -> std::result::Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((label, dir)) if !label.is_empty() && !dir.is_empty() => {
+            Ok((label.to_owned(), PathBuf::from(dir)))
+        }
+        _ => Err(format!("expected LABEL=DIR, got `{text}`")),
+    }
+}
+
 /// Writes the Markdown report (`markdown` of the report, the command and
 /// the machine) and, beside it, the JSON numbers; prints the Markdown.
 fn publish<R: serde::Serialize>(
@@ -219,6 +264,39 @@ fn run(cli: Cli) -> Result<()> {
                 &machine,
                 &http::run(&bench)?,
                 http::markdown,
+            )
+        }
+        Command::Compare {
+            images,
+            rounds,
+            runs,
+            seconds,
+            connections,
+            threads,
+            vcpus,
+            out,
+        } => {
+            let bench = CompareBench {
+                images,
+                rounds,
+                runs,
+                loads: connections
+                    .into_iter()
+                    .map(|connections| Load {
+                        threads: threads.min(connections),
+                        connections,
+                        seconds,
+                    })
+                    .collect(),
+                vcpus,
+            };
+            let machine = vigil_bench::machine_description();
+            publish(
+                &out,
+                &command_line,
+                &machine,
+                &compare::run(&bench)?,
+                compare::markdown,
             )
         }
         Command::Seal {

@@ -52,6 +52,122 @@ pub fn run(url: &str, load: &Load) -> Result<LoadResult> {
     parse(&text, command).with_context(|| format!("unexpected wrk output:\n{text}"))
 }
 
+/// Latency thresholds, in milliseconds, for [`Detailed::slower_than`].
+pub const SLOW_MS: [f64; 3] = [5.0, 20.0, 100.0];
+
+/// A wrk script whose `done` prints the largest latency and, for each of
+/// [`SLOW_MS`], the share of requests slower than that (from wrk's
+/// latency histogram: the highest percentile at or below the threshold,
+/// found by bisection).
+const DETAIL_SCRIPT: &str = r#"
+done = function(summary, latency, requests)
+  io.write(string.format("vigil-max-us %d\n", latency.max))
+  for _, ms in ipairs({THRESHOLDS}) do
+    local t = ms * 1000
+    -- (wrk's percentile(100) answers 0: use the largest value instead)
+    local lo, hi = 0.0, 99.9999
+    if latency.max <= t then
+      lo = 100.0
+    else
+      for _ = 1, 40 do
+        local mid = (lo + hi) / 2
+        if latency:percentile(mid) <= t then lo = mid else hi = mid end
+      end
+    end
+    io.write(string.format("vigil-slower-than-ms %g %.4f\n", ms, 100.0 - lo))
+  end
+end
+"#;
+
+/// A wrk run with more of the latency distribution than [`LoadResult`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Detailed {
+    /// The summary every run has.
+    #[serde(flatten)]
+    pub result: LoadResult,
+    /// 75th percentile latency, milliseconds.
+    pub p75_ms: f64,
+    /// 90th percentile latency, milliseconds.
+    pub p90_ms: f64,
+    /// The slowest request, milliseconds.
+    pub max_ms: f64,
+    /// Per threshold of [`SLOW_MS`]: `(threshold ms, share of requests
+    /// slower than it, per cent)`.
+    pub slower_than: Vec<(f64, f64)>,
+}
+
+/// Runs `wrk --latency` against `url` with a script that also reports the
+/// largest latency and the share of slow requests.
+pub fn run_detailed(url: &str, load: &Load) -> Result<Detailed> {
+    let thresholds = SLOW_MS.map(|ms| ms.to_string()).join(", ");
+    let mut script = tempfile::Builder::new()
+        .prefix("vigil-wrk-")
+        .suffix(".lua")
+        .tempfile()
+        .context("creating wrk's script")?;
+    std::io::Write::write_all(
+        &mut script,
+        DETAIL_SCRIPT.replace("THRESHOLDS", &thresholds).as_bytes(),
+    )
+    .context("writing wrk's script")?;
+    let mut args = options(load);
+    args.extend([
+        "--latency".to_owned(),
+        "-s".to_owned(),
+        script.path().display().to_string(),
+        url.to_owned(),
+    ]);
+    let command = format!("wrk {}", args.join(" "));
+    let output = Command::new("wrk")
+        .args(&args)
+        .output()
+        .context("running wrk (install the Debian package `wrk`: scripts/install-deps)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "`{command}` failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_detailed(&text, command).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+/// Parses what `run_detailed`'s wrk prints.
+pub fn parse_detailed(text: &str, command: String) -> Result<Detailed> {
+    let result = parse(text, command)?;
+    let percentile = |p: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix(p))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(duration_ms)
+    };
+    let max_us: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("vigil-max-us "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no largest latency (vigil-max-us)")?;
+    let slower_than = text
+        .lines()
+        .filter_map(|line| {
+            let mut words = line
+                .strip_prefix("vigil-slower-than-ms ")?
+                .split_whitespace();
+            Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+        })
+        .collect::<Vec<(f64, f64)>>();
+    if slower_than.len() != SLOW_MS.len() {
+        bail!("expected {} slow-request shares", SLOW_MS.len());
+    }
+    Ok(Detailed {
+        result,
+        p75_ms: percentile("75%").context("no 75% latency")?,
+        p90_ms: percentile("90%").context("no 90% latency")?,
+        max_ms: max_us / 1000.0,
+        slower_than,
+    })
+}
+
 /// wrk's options for `load` (threads, connections, duration).
 fn options(load: &Load) -> Vec<String> {
     vec![
@@ -196,6 +312,24 @@ Transfer/sec:    112.34KB
         assert_eq!(duration_ms("812.00us"), Some(0.812));
         assert_eq!(duration_ms("2.50s"), Some(2500.0));
         assert_eq!(duration_ms("junk"), None);
+    }
+
+    #[test]
+    fn parses_the_detail_script_output() {
+        let text = format!(
+            "{SAMPLE}vigil-max-us 200000\nvigil-slower-than-ms 5 97.5\n\
+             vigil-slower-than-ms 20 60.25\nvigil-slower-than-ms 100 1.0000\n"
+        );
+        let detailed = parse_detailed(&text, "wrk".into()).unwrap();
+        assert_eq!(detailed.result.requests, 7602);
+        assert_eq!(detailed.p75_ms, 88.5);
+        assert_eq!(detailed.p90_ms, 95.1);
+        assert_eq!(detailed.max_ms, 200.0);
+        assert_eq!(
+            detailed.slower_than,
+            vec![(5.0, 97.5), (20.0, 60.25), (100.0, 1.0)]
+        );
+        assert!(parse_detailed(SAMPLE, "wrk".into()).is_err());
     }
 
     #[test]
