@@ -10,11 +10,12 @@
 //! Vigil's kernel patches 0004 and 0005 fix that, see docs/building.md.) Only
 //! the loop thread touches mio's registry: on Hermit, mio's selector wakes a
 //! polling thread for registry changes through an eventfd, and waking across
-//! threads that way left the loop blocked for good under load. Closing
-//! threads drop sockets, because Hermit's close blocks until the client has
-//! closed too; they only get sockets the loop has deregistered.
+//! threads that way left the loop blocked for good under load.
+//!
+//! Sockets are dropped in the loop: closing returns at once, also on Hermit
+//! since Vigil's kernel patch 0023 (its close used to block until the client
+//! had closed too, so a pool of threads did the dropping).
 
-mod closer;
 mod peer;
 
 use std::io::{self, Write};
@@ -27,7 +28,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use vigil_core::v1::config::{LogLevel, ServiceConfig};
 
-use self::closer::Closer;
 use self::peer::{IoContext, Peer, Progress};
 use crate::app::App;
 use crate::http::{Connection, Limits, Persistence, Response, Status};
@@ -126,7 +126,6 @@ pub struct Server {
     next_rescan: Instant,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
-    closer: Closer,
     rejections: Throttle,
 }
 
@@ -194,7 +193,6 @@ impl Server {
             next_rescan: Instant::now() + RESCAN,
             stop: Arc::new(AtomicBool::new(false)),
             waker,
-            closer: Closer::start(app.logger()),
             rejections: Throttle::default(),
             app,
         })
@@ -289,7 +287,7 @@ impl Server {
                 LogLevel::Warn,
                 format_args!("cannot make a connection nonblocking: {error}"),
             );
-            self.closer.close(TcpStream::from_std(stream));
+            drop(stream);
             return;
         }
         let stream = TcpStream::from_std(stream);
@@ -330,7 +328,6 @@ impl Server {
                 LogLevel::Warn,
                 format_args!("cannot watch a new connection: {error}"),
             );
-            self.closer.close(stream);
             return None;
         }
         entry.insert(Peer::new(stream, token, conn, deadline, in_service));
@@ -351,7 +348,6 @@ impl Server {
         if self.closing >= MAX_CLOSING {
             let sent = stream.write(&self.busy).unwrap_or(0);
             self.app.metrics_mut().record_sent(sent);
-            self.closer.close(stream);
             return;
         }
         let conn = Connection::refused(self.limits, &self.busy);
@@ -457,7 +453,7 @@ impl Server {
         } else {
             self.closing -= 1;
         }
-        self.closer.close(peer.stream);
+        drop(peer.stream);
     }
 }
 
