@@ -62,6 +62,10 @@ pub struct ImageResult {
     pub boot_seconds: Vec<f64>,
     /// Every load run.
     pub runs: Vec<RunRecord>,
+    /// Guests that stopped answering (round, what happened); the rest of
+    /// their round's loads were not run.
+    #[serde(default)]
+    pub failures: Vec<(usize, String)>,
 }
 
 /// One wrk run against one guest.
@@ -116,6 +120,7 @@ pub fn run(bench: &CompareBench) -> Result<CompareReport> {
             flavor: flavor_name(image.flavor).to_owned(),
             boot_seconds: Vec::new(),
             runs: Vec::new(),
+            failures: Vec::new(),
         })
         .collect();
 
@@ -131,13 +136,25 @@ pub fn run(bench: &CompareBench) -> Result<CompareReport> {
                     .with_context(|| format!("booting `{}`", result.label))?;
             result.boot_seconds.push(elapsed.as_secs_f64());
             put_bench_value(port)?;
-            for load in &bench.loads {
+            'guest: for load in &bench.loads {
                 for path in PATHS {
                     for run in 0..bench.runs {
                         let load_average = load_average();
                         let wrk =
                             wrk::run_detailed(&format!("http://127.0.0.1:{port}{path}"), load)?;
-                        check_guest(&mut guest, port, &wrk.result)?;
+                        if let Err(error) = check_guest(&mut guest, port, &wrk.result) {
+                            // A guest that falls over is a result too: keep
+                            // measuring the others.
+                            eprintln!(
+                                "vigil-bench: round {} {}: {error:#}",
+                                round + 1,
+                                result.label
+                            );
+                            result
+                                .failures
+                                .push((round, format!("{path} c={}: {error:#}", load.connections)));
+                            break 'guest;
+                        }
                         eprintln!(
                             "vigil-bench: round {} {} {path} c={} run {}: {:.0} req/s, p50 {:.2} ms, p99 {:.1} ms, max {:.0} ms (load {load_average})",
                             round + 1,
@@ -160,7 +177,8 @@ pub fn run(bench: &CompareBench) -> Result<CompareReport> {
                     }
                 }
             }
-            guest.stop(std::time::Duration::from_secs(5))?;
+            // A guest that fell over may be gone already.
+            let _ = guest.stop(std::time::Duration::from_secs(5));
         }
     }
     Ok(CompareReport {
@@ -354,6 +372,27 @@ pub fn markdown(report: &CompareReport, command: &str, machine: &str) -> String 
     text.push_str(&format!(
         "\nErrors reported by wrk (socket errors and non-2xx answers), all runs: {errors}.\n"
     ));
+    let failures: Vec<String> = report
+        .images
+        .iter()
+        .flat_map(|image| {
+            image.failures.iter().map(move |(round, what)| {
+                let first = what.lines().next().unwrap_or_default();
+                let panic = what
+                    .lines()
+                    .find(|line| line.contains("PANIC") || line.contains("panicked"))
+                    .map(|line| format!(" Console: `{}`", line.trim()))
+                    .unwrap_or_default();
+                format!("- {} (round {}): {first}{panic}", image.label, round + 1)
+            })
+        })
+        .collect();
+    if !failures.is_empty() {
+        text.push_str(&format!(
+            "\nGuests that stopped answering (the rest of that guest's loads was not run):\n{}\n",
+            failures.join("\n")
+        ));
+    }
     text
 }
 
@@ -393,6 +432,7 @@ mod tests {
             dir: "d".into(),
             flavor: "hvm".into(),
             boot_seconds: vec![0.3],
+            failures: Vec::new(),
             runs: vec![
                 record(0, 0, 1000.0, 10.0),
                 record(0, 1, 1100.0, 12.0),
@@ -419,6 +459,10 @@ mod tests {
             flavor: "hvm".into(),
             boot_seconds: vec![0.3, 0.4],
             runs: vec![record(0, 0, rps, 10.0)],
+            failures: vec![(
+                1,
+                "/healthz c=64: QEMU exited\n[0][PANIC] panicked at x".into(),
+            )],
         };
         let report = CompareReport {
             accel: "tcg".into(),
@@ -433,5 +477,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("| main | hvm | 2 | 0.350 |"), "{text}");
+        assert!(
+            text.contains(
+                "- main (round 2): /healthz c=64: QEMU exited Console: `[0][PANIC] panicked at x`"
+            ),
+            "{text}"
+        );
     }
 }
