@@ -11,10 +11,9 @@
 //! - [`app`]: the service itself. [`app::App`] is the [`http::Handler`]: it
 //!   routes requests ([`app::Route`]), owns the key-value [`app::store::Store`]
 //!   and the [`app::metrics::Metrics`], and renders every response.
-//! - [`server`]: the single-threaded `mio` event loop that only moves bytes
+//! - [`server`]: the single-threaded `poll(2)` event loop that only moves bytes
 //!   between sockets and connections, enforces idle timeouts and the
-//!   connection limit (with two kinds of helper threads that work around
-//!   Hermit 0.11; see there).
+//!   connection limit.
 //! - [`json`]: the strict JSON validator that `PUT` bodies must pass.
 //! - [`listen`]: the address the service listens on.
 //! - [`reference`](mod@reference): the reference block sealing writes into the image.

@@ -2,8 +2,8 @@
 //!
 //! Hermit 0.11 never moves a thread from the core it was started on, and
 //! `std::thread::spawn` hands cores out round robin. The service places its
-//! threads itself: the event loop (the main thread) and the closing threads
-//! stay on vCPU 0, the boot core, which also takes the NIC's interrupts; the
+//! threads itself: the event loop (the main thread) stays on vCPU 0, the
+//! boot core, which also takes the NIC's interrupts; the
 //! watchdog gets the last vCPU when the guest has more than one, so that its
 //! checks take no CPU time from requests (see `docs/watchdog.md` for the
 //! measured cost either way). With one vCPU everything shares vCPU 0.

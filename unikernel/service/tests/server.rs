@@ -351,6 +351,19 @@ fn a_closing_connection_discards_for_a_bounded_time() {
 }
 
 #[test]
+fn a_connection_whose_last_answer_is_written_frees_its_slot() {
+    let server = Running::start(&["--max-connections=1"]);
+    // The first client's connection is over (Connection: close), but it
+    // keeps its socket open: the server lingers, out of service.
+    let mut first = server.connect();
+    first.send(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(first.response(false).status, 200);
+    let mut second = server.connect();
+    assert_eq!(second.request("GET", "/healthz", None).status, 200);
+    first.assert_closed();
+}
+
+#[test]
 fn a_turned_away_client_that_sent_a_request_reads_its_503() {
     let server = Running::start(&["--max-connections=1"]);
     let mut held = server.connect();

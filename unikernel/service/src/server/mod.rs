@@ -1,54 +1,52 @@
-//! The event loop: one thread, nonblocking sockets, `mio`.
+//! The event loop: one thread, nonblocking sockets, `poll(2)`.
 //!
 //! The loop only moves bytes between sockets and [`Connection`]s, enforces
 //! idle timeouts and the connection limit. Each wake-up handles every ready
 //! socket, but reads a bounded number of chunks from one before turning to the
-//! next, so no client can monopolize the loop.
+//! next, so no client can monopolize the loop. Readiness is level-triggered
+//! (`poll(2)` itself: see `server/poller.rs` for why not mio).
 //!
 //! Deadlines (idle timeouts, the periodic accept) are the timeout of `poll`:
 //! Hermit has no `SO_RCVTIMEO`. (Hermit 0.11's `poll(2)` ignored its timeout;
-//! Vigil's kernel patches 0004 and 0005 fix that, see docs/building.md.) Only
-//! the loop thread touches mio's registry: on Hermit, mio's selector wakes a
-//! polling thread for registry changes through an eventfd, and waking across
-//! threads that way left the loop blocked for good under load. Closing
-//! threads drop sockets, because Hermit's close blocks until the client has
-//! closed too; they only get sockets the loop has deregistered.
+//! Vigil's kernel patches 0004 and 0005 fix that, see docs/building.md.)
+//!
+//! Sockets are dropped in the loop: closing returns at once, also on Hermit
+//! since Vigil's kernel patch 0023 (its close used to block until the client
+//! had closed too, so a pool of threads did the dropping).
 
-mod closer;
 mod peer;
+mod poller;
 
 use std::io::{self, Write};
+use std::net::{TcpListener, TcpStream};
+#[cfg(not(target_os = "hermit"))]
+use std::os::fd::AsRawFd;
+#[cfg(target_os = "hermit")]
+use std::os::hermit::io::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 use vigil_core::v1::config::{LogLevel, ServiceConfig};
 
-use self::closer::Closer;
 use self::peer::{IoContext, Peer, Progress};
+use self::poller::{Interest, Poller, Token};
 use crate::app::App;
 use crate::http::{Connection, Limits, Persistence, Response, Status};
 use crate::log::Throttle;
 use crate::setting;
 
 /// The listening socket's token.
-const LISTENER: Token = Token(0);
-/// Wake-ups from [`ServerHandle::stop`].
-const WAKER: Token = Token(1);
+const LISTENER: Token = 0;
 /// Tokens of connections are their slab keys plus this.
-const FIRST_PEER: usize = 2;
+const FIRST_PEER: Token = 1;
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 16 << 10;
 
 /// Chunks read from one connection before the loop turns to the others.
 const READ_BUDGET: usize = 16;
-
-/// Readiness events handled per wake-up.
-const EVENTS_CAPACITY: usize = 256;
 
 /// How often the listener is asked for connections whether or not an event
 /// said so.
@@ -58,7 +56,8 @@ const EVENTS_CAPACITY: usize = 256;
 /// another slot does not make the listener readable until the first slot gets
 /// one too. Accepting finds every slot's connection, so this periodic accept
 /// bounds the wait for such a connection to the interval. With nothing
-/// pending it costs one failed `accept`.
+/// pending it costs one failed `accept`. It also bounds how long
+/// [`ServerHandle::stop`] takes.
 const RESCAN: Duration = Duration::from_millis(100);
 
 /// How long a connection that timed out gets to take its 408 before it is
@@ -86,10 +85,13 @@ const LINGER: Duration = Duration::from_secs(2);
 /// largest body `max-body-bytes` can allow.
 const LINGER_BYTES: usize = 16 << 20;
 
-/// Connections turned away at the limit that may linger at once (they are
-/// not counted against `max-connections`); beyond that one is answered as far
-/// as its socket takes the answer at once, and dropped.
-const MAX_REFUSED: usize = 64;
+/// Connections that may be closing at once: lingering after their last
+/// answer, or turned away at the limit and sending their 503. They are out
+/// of service, so they do not count against `max-connections`: a client's
+/// slot is free as soon as its last answer is written. Beyond this many, a
+/// connection that is over is dropped at once (a turned-away one gets its
+/// 503 as far as its socket takes it right away).
+const MAX_CLOSING: usize = 64;
 
 /// The whole response to a connection beyond the limit.
 const TOO_MANY_CONNECTIONS: &[u8] = br#"{"error":"too many connections"}"#;
@@ -97,16 +99,14 @@ const TOO_MANY_CONNECTIONS: &[u8] = br#"{"error":"too many connections"}"#;
 /// An HTTP server on one listening socket.
 #[derive(Debug)]
 pub struct Server {
-    poll: Poll,
+    poller: Poller,
     /// Accepts connections (nonblocking).
-    listener: std::net::TcpListener,
-    /// The same socket, registered for readiness.
-    readiness: TcpListener,
+    listener: TcpListener,
     peers: Slab<Peer>,
     /// Connections in `peers` that count against `max_connections`.
     in_service: usize,
-    /// Connections in `peers` that were turned away ([`MAX_REFUSED`]).
-    refused: usize,
+    /// Connections in `peers` that are closing ([`MAX_CLOSING`]).
+    closing: usize,
     app: App,
     limits: Limits,
     idle_timeout: Duration,
@@ -122,8 +122,6 @@ pub struct Server {
     /// When the listener is asked for connections next ([`RESCAN`]).
     next_rescan: Instant,
     stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    closer: Closer,
     rejections: Throttle,
 }
 
@@ -131,15 +129,13 @@ pub struct Server {
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
     stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
 }
 
 impl ServerHandle {
-    /// Makes [`Server::run`] return soon. Connections are dropped, not drained.
+    /// Makes [`Server::run`] return within 100 ms (the longest it waits for
+    /// events). Connections are dropped, not drained.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        // A failed wake only delays the stop until the next deadline.
-        let _ = self.waker.wake();
     }
 }
 
@@ -150,20 +146,17 @@ impl Server {
     /// Bind the listener with [`std::net::TcpListener::bind`]: its backlog of
     /// 128 is the one to have on Hermit, which allocates the buffers of every
     /// backlog slot up front.
-    pub fn new(listener: std::net::TcpListener, config: ServiceConfig) -> io::Result<Self> {
+    pub fn new(listener: TcpListener, config: ServiceConfig) -> io::Result<Self> {
         Self::with_app(listener, App::new(config))
     }
 
     /// A server like [`Server::new`]'s that serves `app` (a service that
     /// reports its watchdog's state, in the image).
-    pub fn with_app(listener: std::net::TcpListener, app: App) -> io::Result<Self> {
+    pub fn with_app(listener: TcpListener, app: App) -> io::Result<Self> {
         let config = *app.config();
         listener.set_nonblocking(true)?;
-        let mut readiness = TcpListener::from_std(listener.try_clone()?);
-        let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut readiness, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut poller = Poller::default();
+        poller.register(listener.as_raw_fd(), LISTENER, Interest::READ);
         let mut busy = Vec::new();
         Response::json(Status::ServiceUnavailable, TOO_MANY_CONNECTIONS).write_to(
             &mut busy,
@@ -171,12 +164,11 @@ impl Server {
             Persistence::Close,
         );
         Ok(Self {
-            poll,
+            poller,
             listener,
-            readiness,
             peers: Slab::new(),
             in_service: 0,
-            refused: 0,
+            closing: 0,
             limits: Limits {
                 max_header_bytes: setting(config.max_header_bytes),
                 max_uri_bytes: setting(config.max_uri_bytes),
@@ -190,8 +182,6 @@ impl Server {
             next_sweep: None,
             next_rescan: Instant::now() + RESCAN,
             stop: Arc::new(AtomicBool::new(false)),
-            waker,
-            closer: Closer::start(app.logger()),
             rejections: Throttle::default(),
             app,
         })
@@ -201,14 +191,13 @@ impl Server {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             stop: Arc::clone(&self.stop),
-            waker: Arc::clone(&self.waker),
         }
     }
 
     /// Serves until stopped through a [`ServerHandle`]. Fails only if waiting
     /// for events fails.
     pub fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut ready = Vec::new();
         let mut again = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
             let timeout = if self.again.is_empty() {
@@ -218,7 +207,7 @@ impl Server {
             } else {
                 Some(Duration::ZERO)
             };
-            if let Err(error) = self.poll.poll(&mut events, timeout) {
+            if let Err(error) = self.poller.poll(&mut ready, timeout) {
                 if error.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -229,11 +218,10 @@ impl Server {
             for key in again.drain(..) {
                 self.ready(key, now);
             }
-            for event in &events {
-                match event.token() {
+            for &token in &ready {
+                match token {
                     LISTENER => self.accept(now),
-                    WAKER => {}
-                    Token(token) => self.ready(token.wrapping_sub(FIRST_PEER), now),
+                    token => self.ready(token.wrapping_sub(FIRST_PEER), now),
                 }
             }
             self.sweep(now);
@@ -246,13 +234,6 @@ impl Server {
     }
 
     /// Accepts every pending connection.
-    ///
-    /// Accepting goes through std: mio's `accept` rejects the peer address
-    /// Hermit reports (its `sin_family` is std's old `AF_INET` value), after
-    /// having taken the connection. Because mio does not see the
-    /// `WouldBlock` that ends the loop, the registration is re-armed by hand
-    /// (mio's poll(2) selector, used on Hermit, disarms a socket after each
-    /// event until then).
     fn accept(&mut self, now: Instant) {
         loop {
             match self.listener.accept() {
@@ -267,76 +248,50 @@ impl Server {
                 }
             }
         }
-        if let Err(error) =
-            self.poll
-                .registry()
-                .reregister(&mut self.readiness, LISTENER, Interest::READABLE)
-        {
-            self.app.logger().log(
-                LogLevel::Error,
-                format_args!("cannot watch the listener: {error}"),
-            );
-        }
     }
 
     /// Takes a new connection into service, or turns it away at the limit.
-    fn admit(&mut self, stream: std::net::TcpStream, now: Instant) {
+    fn admit(&mut self, stream: TcpStream, now: Instant) {
         if let Err(error) = stream.set_nonblocking(true) {
             self.app.logger().log(
                 LogLevel::Warn,
                 format_args!("cannot make a connection nonblocking: {error}"),
             );
-            self.closer.close(TcpStream::from_std(stream));
+            drop(stream);
             return;
         }
-        let stream = TcpStream::from_std(stream);
         if self.in_service >= self.max_connections {
             self.turn_away(stream, now);
             return;
         }
         let deadline = now + self.idle_timeout;
-        if self
-            .watch(stream, Connection::new(self.limits), deadline, false)
-            .is_some()
-        {
-            self.in_service += 1;
-            self.app.metrics_mut().connection_opened();
-        }
+        self.watch(stream, Connection::new(self.limits), deadline, true);
+        self.in_service += 1;
+        self.app.metrics_mut().connection_opened();
     }
 
-    /// Registers `stream` and takes it into `peers`; its key, or `None` if
-    /// it could not be watched (it is closed then).
+    /// Watches `stream` and takes it into `peers`, in service or closing;
+    /// its key.
     fn watch(
         &mut self,
-        mut stream: TcpStream,
+        stream: TcpStream,
         conn: Connection,
         deadline: Instant,
-        refused: bool,
-    ) -> Option<usize> {
+        in_service: bool,
+    ) -> usize {
         // Best effort: responses are written whole, so Nagle only adds delay.
         let _ = stream.set_nodelay(true);
         let entry = self.peers.vacant_entry();
         let key = entry.key();
-        let token = Token(key + FIRST_PEER);
-        if let Err(error) = self
-            .poll
-            .registry()
-            .register(&mut stream, token, Interest::READABLE)
-        {
-            self.app.logger().log(
-                LogLevel::Warn,
-                format_args!("cannot watch a new connection: {error}"),
-            );
-            self.closer.close(stream);
-            return None;
-        }
-        entry.insert(Peer::new(stream, token, conn, deadline, refused));
+        self.poller
+            .register(stream.as_raw_fd(), key + FIRST_PEER, Interest::READ);
+        entry.insert(Peer::new(stream, conn, deadline, in_service));
         self.schedule(deadline);
-        Some(key)
+        key
     }
 
     /// Answers 503 and closes, lingering like any connection that is over
-    /// (see [`LINGER`]) unless [`MAX_REFUSED`] already do.
+    /// (see [`LINGER`]) unless [`MAX_CLOSING`] already close.
     fn turn_away(&mut self, mut stream: TcpStream, now: Instant) {
         self.app.metrics_mut().connection_rejected();
         let limit = self.max_connections;
@@ -345,17 +300,15 @@ impl Server {
             now,
             format_args!("turned a connection away: {limit} connections in service"),
         );
-        if self.refused >= MAX_REFUSED {
+        if self.closing >= MAX_CLOSING {
             let sent = stream.write(&self.busy).unwrap_or(0);
             self.app.metrics_mut().record_sent(sent);
-            self.closer.close(stream);
             return;
         }
         let conn = Connection::refused(self.limits, &self.busy);
-        if let Some(key) = self.watch(stream, conn, now + CLOSE_GRACE, true) {
-            self.refused += 1;
-            self.ready(key, now);
-        }
+        let key = self.watch(stream, conn, now + CLOSE_GRACE, false);
+        self.closing += 1;
+        self.ready(key, now);
     }
 
     /// Lets connection `key` make progress after readiness or a budget break.
@@ -364,13 +317,24 @@ impl Server {
             return;
         };
         let mut io = IoContext {
-            registry: self.poll.registry(),
+            poller: &mut self.poller,
             scratch: &mut self.scratch,
             now,
             idle_timeout: self.idle_timeout,
         };
         let progress = peer.drive(&mut self.app, &mut io);
         let deadline = peer.deadline;
+        if peer.in_service && peer.is_lingering() {
+            // Its last answer is written: out of service, its slot free.
+            peer.in_service = false;
+            self.in_service -= 1;
+            self.closing += 1;
+            self.app.metrics_mut().connection_closed();
+            if self.closing > MAX_CLOSING {
+                self.close(key);
+                return;
+            }
+        }
         match progress {
             Progress::Wait => self.schedule(deadline),
             Progress::Again => {
@@ -431,19 +395,17 @@ impl Server {
 
     /// Drops connection `key`.
     fn close(&mut self, key: usize) {
-        let Some(mut peer) = self.peers.try_remove(key) else {
+        let Some(peer) = self.peers.try_remove(key) else {
             return;
         };
-        // mio's poll(2) selector (Hermit) forgets hung-up sockets by itself,
-        // so this may find nothing to deregister.
-        let _ = self.poll.registry().deregister(&mut peer.stream);
-        if peer.refused {
-            self.refused -= 1;
-        } else {
+        self.poller.deregister(peer.stream.as_raw_fd());
+        if peer.in_service {
             self.in_service -= 1;
             self.app.metrics_mut().connection_closed();
+        } else {
+            self.closing -= 1;
         }
-        self.closer.close(peer.stream);
+        drop(peer.stream);
     }
 }
 

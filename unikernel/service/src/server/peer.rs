@@ -1,20 +1,23 @@
 //! One connection in service: its socket, protocol state and deadline.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
+#[cfg(not(target_os = "hermit"))]
+use std::os::fd::AsRawFd;
+#[cfg(target_os = "hermit")]
+use std::os::hermit::io::AsRawFd;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
 use vigil_core::v1::config::LogLevel;
 
+use super::poller::{Interest, Poller};
 use super::{LINGER, LINGER_BYTES, READ_BUDGET};
 use crate::app::App;
 use crate::http::Connection;
 
 /// What the loop lends a connection to make progress with.
 pub(super) struct IoContext<'a> {
-    pub(super) registry: &'a Registry,
+    pub(super) poller: &'a mut Poller,
     pub(super) scratch: &'a mut [u8],
     pub(super) now: Instant,
     pub(super) idle_timeout: Duration,
@@ -34,52 +37,62 @@ pub(super) enum Progress {
 #[derive(Debug)]
 pub(super) struct Peer {
     pub(super) stream: TcpStream,
-    token: Token,
     pub(super) conn: Connection,
     /// When the connection times out: idle since the last byte in either
     /// direction, or out of grace (after a timeout) or lingering time.
     pub(super) deadline: Instant,
-    /// Whether the registration includes [`Interest::WRITABLE`].
-    writable: bool,
+    /// What the socket is watched for.
+    interest: Interest,
     /// Our side is shut down; what arrives is discarded.
     lingering: bool,
     /// Bytes discarded while lingering.
     discarded: usize,
     /// The client has closed its side.
     client_done: bool,
-    /// A connection turned away at the limit (not counted against it).
-    pub(super) refused: bool,
+    /// Counted against the connection limit: taken into service and not
+    /// yet closing (a connection turned away at the limit never is).
+    pub(super) in_service: bool,
 }
 
 impl Peer {
-    /// A new connection on `stream`, registered (readable) under `token`.
+    /// A new connection on `stream`, watched for reading.
     pub(super) fn new(
         stream: TcpStream,
-        token: Token,
         conn: Connection,
         deadline: Instant,
-        refused: bool,
+        in_service: bool,
     ) -> Self {
         Self {
             stream,
-            token,
             conn,
             deadline,
-            writable: false,
+            interest: Interest::READ,
             lingering: false,
             discarded: 0,
             client_done: false,
-            refused,
+            in_service,
         }
     }
 
-    /// Moves bytes until the socket would block, the read budget is used up
-    /// or the connection is over.
-    ///
-    /// mio's readiness is edge-triggered (and on Hermit's poll(2) selector an
-    /// event disarms the socket until an operation returns `WouldBlock`), so
-    /// this only returns [`Progress::Wait`] after a `WouldBlock`.
+    /// Moves bytes until the socket is drained for now, the read budget is
+    /// used up or the connection is over, and watches the socket for what
+    /// it waits for next.
     pub(super) fn drive(&mut self, app: &mut App, io: &mut IoContext<'_>) -> Progress {
+        let progress = self.exchange(app, io);
+        if matches!(progress, Progress::Done) {
+            return progress;
+        }
+        self.watch_for_what_is_next(io.poller);
+        progress
+    }
+
+    /// Reads, answers and writes, as [`drive`](Self::drive) says.
+    ///
+    /// Readiness is level-triggered: a read shorter than the buffer means
+    /// the socket is drained for now (if more arrives, `poll` says so), so
+    /// no read is made only to see it fail with `WouldBlock`.
+    fn exchange(&mut self, app: &mut App, io: &mut IoContext<'_>) -> Progress {
+        let mut drained = false;
         for _ in 0..READ_BUDGET {
             // Answer what is complete (including requests held back while
             // output was above the high-water mark), then send.
@@ -98,6 +111,9 @@ impl Peer {
                 // being sent: flushing hit `WouldBlock`.
                 return Progress::Wait;
             }
+            if drained || self.client_done {
+                return Progress::Wait;
+            }
             match self.stream.read(io.scratch) {
                 Ok(0) => {
                     self.client_done = true;
@@ -107,6 +123,7 @@ impl Peer {
                     }
                 }
                 Ok(n) => {
+                    drained = n < io.scratch.len();
                     app.metrics_mut().record_received(n);
                     if self.lingering {
                         self.discarded = self.discarded.saturating_add(n);
@@ -129,8 +146,12 @@ impl Peer {
         Progress::Again
     }
 
-    /// Writes output until done or the socket would block; keeps the
-    /// registration's writable interest in step with pending output.
+    /// Whether its last answer is written and it discards what comes.
+    pub(super) fn is_lingering(&self) -> bool {
+        self.lingering
+    }
+
+    /// Writes output until done or the socket would block.
     fn flush(&mut self, app: &mut App, io: &IoContext<'_>) -> io::Result<()> {
         while !self.conn.output().is_empty() {
             match self.stream.write(self.conn.output()) {
@@ -145,18 +166,23 @@ impl Peer {
                 Err(error) => return Err(error),
             }
         }
-        let writable = !self.conn.output().is_empty();
-        if writable != self.writable {
-            let interest = if writable {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            io.registry
-                .reregister(&mut self.stream, self.token, interest)?;
-            self.writable = writable;
-        }
         Ok(())
+    }
+
+    /// Watches the socket for reading while the connection takes input (or
+    /// lingers) and the client has not closed, and for writing while output
+    /// waits. Level-triggered readiness would otherwise report, again and
+    /// again, input the connection is not taking now, or the end of a
+    /// stream already seen.
+    fn watch_for_what_is_next(&mut self, poller: &mut Poller) {
+        let interest = Interest {
+            read: !self.client_done && (self.lingering || self.conn.wants_input()),
+            write: !self.conn.output().is_empty(),
+        };
+        if interest != self.interest {
+            poller.reregister(self.stream.as_raw_fd(), interest);
+            self.interest = interest;
+        }
     }
 
     /// Everything is sent: stop sending, keep reading (and discarding) until
