@@ -976,8 +976,8 @@ pub fn markdown(
                shown beside it.\n\
              - The Linux guest runs Debian's stock kernel with `quiet`; a kernel trimmed \
                for the job would boot faster and take less memory. The unikernel runs \
-               Vigil's image as deployed (watchdog on); the launch part shows that \
-               measuring the launch adds nothing resolvable.\n";
+               Vigil's image as deployed (watchdog on), booted unmeasured (no private \
+               copy, verification or vTPM): part 3 gives what the measured launch adds.\n";
     text
 }
 

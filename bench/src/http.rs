@@ -201,8 +201,8 @@ pub fn vigil_targets(
     use vigil_core::v1::bundle::{IMAGE_FILE, LOADER_FILE};
     let key = dir.join("signing.pem");
     vigil_build::keys::generate(&key, &dir.join("signing.pub.pem"))?;
-    let mut targets = Vec::new();
-    for image_dir in image_dirs {
+    let mut targets: Vec<Target> = Vec::new();
+    for (index, image_dir) in image_dirs.iter().enumerate() {
         crate::require_image(image_dir)?;
         let built = vigil_dom0::image::BootImage::from_dir(image_dir)?;
         let Some(nic) = Nic::of_flavor(built.flavor) else {
@@ -212,7 +212,7 @@ pub fn vigil_targets(
             }
             .into());
         };
-        let out = dir.join(format!("bundle-{}", nic.name()));
+        let out = dir.join(format!("bundle-{index}-{}", nic.name()));
         vigil_build::seal::seal(&vigil_build::seal::SealOptions {
             image_dir: image_dir.clone(),
             key: key.clone(),
@@ -231,6 +231,14 @@ pub fn vigil_targets(
             flavor: built.flavor,
         };
         targets.push(Target::vigil(boot, nic, service)?);
+    }
+    // Two images with one NIC (e.g. before and after a kernel change) are
+    // told apart by their directories.
+    for index in 0..targets.len() {
+        let nic = targets[index].nic;
+        if targets.iter().filter(|t| t.nic == nic).count() > 1 {
+            targets[index].name = format!("vigil/{} ({})", nic.name(), image_dirs[index].display());
+        }
     }
     Ok(targets)
 }
@@ -296,8 +304,14 @@ pub fn prepare_sides(options: &SidesOptions) -> Result<Sides> {
     for target in vigil {
         let nic = target.nic;
         targets.push(target);
+        // One Linux guest per NIC, however many images have it.
         if let Some(baseline) = &linux {
-            targets.push(Target::linux(baseline, nic, &options.service)?);
+            if !targets
+                .iter()
+                .any(|t| t.system == System::Linux && t.nic == nic)
+            {
+                targets.push(Target::linux(baseline, nic, &options.service)?);
+            }
         }
     }
     let first = targets.first().context("no image to compare")?;
@@ -902,12 +916,58 @@ pub fn markdown_section(report: &HttpReport, depth: usize) -> String {
         "{h} Throughput (wrk, keep-alive, {} s per run)\n\n",
         report.seconds
     );
-    text += "Requests/s, median over rounds (min–max); the ratio is unikernel ÷ Linux, \
-             the geometric mean of each round's ratio (95 % CI when there are several \
-             rounds); above 1 the unikernel serves more.\n\n";
-    text += "| NIC | request | conns | unikernel req/s | Linux req/s | **unikernel ÷ Linux** |\n\
-             |---|---|---:|---:|---:|---:|\n";
-    for (nic, vigil, linux) in pairs(report) {
+    text += "Requests/s, median over rounds (min–max); the ratio is the geometric mean \
+             of each round's ratio (95 % CI when there are several rounds).\n\n";
+    // Further images with a NIC already seen (before and after a change):
+    // each beside the first.
+    let mut first_of_nic: Vec<&TargetReport> = Vec::new();
+    let mut beside: Vec<(&TargetReport, &TargetReport)> = Vec::new();
+    for t in report.targets.iter().filter(|t| t.system == System::Vigil) {
+        match first_of_nic.iter().find(|f| f.nic == t.nic) {
+            Some(first) => beside.push((t, first)),
+            None => first_of_nic.push(t),
+        }
+    }
+    let pairs = pairs(report);
+    // Every guest's own rates, unless the Linux table below has them all.
+    if pairs.is_empty() || !beside.is_empty() {
+        text += "| guest | request | conns | req/s |\n|---|---|---:|---:|\n";
+        for t in &report.targets {
+            for (connections, request) in loads(report) {
+                let v = rates(&runs_of(report, &t.name, request, connections));
+                if !v.is_empty() {
+                    text += &format!(
+                        "| {} | {} | {connections} | {} |\n",
+                        t.name,
+                        request.label(),
+                        spread(&v, 0)
+                    );
+                }
+            }
+        }
+    }
+    if !beside.is_empty() {
+        text += "\n| image | beside | request | conns | **÷** |\n|---|---|---|---:|---:|\n";
+        for (t, first) in beside {
+            for (connections, request) in loads(report) {
+                let v = rates(&runs_of(report, &t.name, request, connections));
+                let f = rates(&runs_of(report, &first.name, request, connections));
+                text += &format!(
+                    "| {} | {} | {} | {connections} | **{}** |\n",
+                    t.name,
+                    first.name,
+                    request.label(),
+                    ratio_text(&v, &f)
+                );
+            }
+        }
+    }
+    if !pairs.is_empty() {
+        text += "\nAbove 1 the unikernel serves more than the Linux guest.\n\n\
+                 | NIC | request | conns | unikernel req/s | Linux req/s | **unikernel ÷ Linux** |\n\
+                 |---|---|---:|---:|---:|---:|\n";
+    }
+    for (nic, vigil, linux) in pairs {
         for (connections, request) in loads(report) {
             let v = rates(&runs_of(report, &vigil.name, request, connections));
             let l = rates(&runs_of(report, &linux.name, request, connections));
