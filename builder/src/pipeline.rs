@@ -588,7 +588,38 @@ fn check_image(path: &Path) -> Result<()> {
             "has no .note.hermit.entry-version: not linked with the Hermit kernel",
         ));
     }
-    Ok(())
+    check_entropy_slot(&file).map_err(|problem| bad(&problem))
+}
+
+/// Checks that the kernel's entropy slot (kernel patch 0026a) is what the
+/// loader expects, `vigil_core::v1::entropy`: one section of that name,
+/// exactly [`entropy::EMPTY`] in the file, in writable memory. The kernel
+/// spells the layout out itself, so this is where a drift would show.
+fn check_entropy_slot(file: &object::File<'_>) -> std::result::Result<(), String> {
+    use object::SectionFlags;
+    use vigil_core::v1::entropy;
+
+    let mut slots = file.sections().filter(|s| s.name() == Ok(entropy::SECTION));
+    let (Some(slot), None) = (slots.next(), slots.next()) else {
+        return Err(format!(
+            "has no single {} section: a kernel without Vigil's patch 0026a",
+            entropy::SECTION
+        ));
+    };
+    let writable = match slot.flags() {
+        SectionFlags::Elf { sh_flags } => {
+            let flags = u64::from(object::elf::SHF_ALLOC | object::elf::SHF_WRITE);
+            sh_flags & flags == flags
+        }
+        _ => false,
+    };
+    match slot.data() {
+        Ok(bytes) if writable && bytes == entropy::EMPTY => Ok(()),
+        _ => Err(format!(
+            "its {} section is not an empty entropy slot in writable memory (vigil_core::v1::entropy)",
+            entropy::SECTION
+        )),
+    }
 }
 
 /// Checks that `path` is an ELF32 x86 file with a Xen PVH entry note.

@@ -1,4 +1,8 @@
-//! Handing the per-boot report key to the guest: the initrd trailer.
+//! Handing the per-boot report key to the guest: the initrd trailer, v1.
+//!
+//! Superseded by [v2](crate::v2::handover), which also carries the per-boot
+//! entropy seed; dom0 writes v2, and the loader reads both (through
+//! [`crate::v2::handover::split`]).
 //!
 //! The private key must reach the guest without appearing on a command line,
 //! in a log, in the device tree or in the event log, and without changing the

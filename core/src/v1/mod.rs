@@ -4,7 +4,8 @@
 //! - [`console`]: the console lines the guest writes and the host reads.
 //! - [`refblock`]: the reference block sealing writes into the image.
 //! - [`handover`]: the initrd trailer that carries the per-boot key to the
-//!   loader.
+//!   loader (superseded for writing by [`crate::v2::handover`]).
+//! - [`entropy`]: the kernel's slot for the per-boot entropy seed.
 //! - [`report`]: the runtime report the watchdog signs (signing and
 //!   verifying with feature `report`).
 //! - `events` (feature `digest`): the launch event list and PCR arithmetic.
@@ -18,6 +19,7 @@
 pub mod bundle;
 pub mod config;
 pub mod console;
+pub mod entropy;
 #[cfg(feature = "eventlog")]
 pub mod eventlog;
 #[cfg(feature = "digest")]

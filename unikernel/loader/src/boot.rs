@@ -18,7 +18,7 @@ use hermit_entry::boot_info::{
 };
 use hermit_entry::elf::KernelObject;
 use uart_16550::SerialPort;
-use vigil_core::v1::handover;
+use vigil_core::v2::handover::{self, Handover};
 
 use crate::layout::{place_kernel, ram_end};
 use crate::paging::{PageTables, Table};
@@ -356,18 +356,22 @@ unsafe fn wipe(addr: *mut u8, len: usize) {
     compiler_fence(Ordering::SeqCst);
 }
 
-/// Zeroes the loader's copy of the report key's seed.
-fn wipe_seed(seed: &mut Option<[u8; 32]>) {
-    if let Some(bytes) = seed {
-        // SAFETY: `bytes` is a unique borrow of 32 bytes of this stack frame's
-        // caller, and nothing else refers to them.
+/// Zeroes the loader's copies of the per-boot secrets (the report key's
+/// seed and the entropy seed).
+fn wipe_secrets(secrets: &mut Handover) {
+    for bytes in [&mut secrets.key, &mut secrets.entropy]
+        .into_iter()
+        .flatten()
+    {
+        // SAFETY: `bytes` is a unique borrow of 32 bytes of this stack
+        // frame's caller, and nothing else refers to them.
         unsafe { wipe(bytes.as_mut_ptr(), bytes.len()) };
     }
 }
 
-/// [`fail`], after zeroing the seed: no copy of the key survives a failed boot.
-fn fail_wiping(seed: &mut Option<[u8; 32]>, what: &dyn core::fmt::Display) -> ! {
-    wipe_seed(seed);
+/// [`fail`], after zeroing the secrets: no copy of them survives a failed boot.
+fn fail_wiping(secrets: &mut Handover, what: &dyn core::fmt::Display) -> ! {
+    wipe_secrets(secrets);
     fail(what)
 }
 
@@ -424,11 +428,27 @@ extern "C" fn loader_main(start_info_addr: u32) -> ! {
     let module =
         unsafe { core::slice::from_raw_parts(params.image.start as *const u8, module_len) };
     // Only the verified image bytes are parsed and loaded; the trailer, if
-    // any, carries the per-boot report key's seed.
-    let (image, mut seed) = handover::split(module);
+    // any, carries the per-boot secrets: the entropy seed and (unless this
+    // boot must not have it) the report key's seed.
+    let (image, secrets) = match handover::split(module) {
+        Ok(split) => split,
+        Err(err) => {
+            // Something that ends like a trailer but is none this loader
+            // reads: its bytes may still be secrets, so they go too.
+            let tail = module_len.min(handover::TRAILER_SIZE);
+            // SAFETY: the last `tail` bytes of module 0 (identity-mapped
+            // RAM, see above); `module` is not read again.
+            unsafe { wipe((params.image.end - tail as u64) as *mut u8, tail) };
+            fail(&err)
+        }
+    };
+    let mut secrets = secrets.unwrap_or(Handover {
+        entropy: None,
+        key: None,
+    });
     let trailer = refslot::trailer_range(&params.image, image.len());
     // SAFETY: the trailer is the end of module 0 (identity-mapped RAM, see
-    // above), and `image` does not cover it. Its only copy left is `seed`.
+    // above), and `image` does not cover it. Its only copy left is `secrets`.
     unsafe {
         wipe(
             trailer.start as *mut u8,
@@ -437,20 +457,28 @@ extern "C" fn loader_main(start_info_addr: u32) -> ! {
     };
 
     if let Err(problem) = crate::elf_check::check(image) {
-        fail_wiping(&mut seed, &problem);
+        fail_wiping(&mut secrets, &problem);
     }
-    // With a key to hand over, an image without a reference block is refused
-    // before anything is loaded: the service must never run with the key lost.
-    // (`is_some`, not a match on the value: no further copy of the seed.)
-    let block = if seed.is_some() {
-        Some(refslot::find_block(image).unwrap_or_else(|err| fail_wiping(&mut seed, &err)))
+    // With a secret to hand over, an image without the section that receives
+    // it is refused before anything is loaded: the service must never run
+    // with the key lost, nor the kernel with the seed lost. (`is_some`, not
+    // a match on the value: no further copy of a seed.)
+    let block = if secrets.key.is_some() {
+        Some(refslot::find_block(image).unwrap_or_else(|err| fail_wiping(&mut secrets, &err)))
     } else {
         None
     };
-    let object = KernelObject::parse(image).unwrap_or_else(|err| fail_wiping(&mut seed, &err));
+    let entropy_slot = if secrets.entropy.is_some() {
+        Some(
+            refslot::find_entropy_slot(image).unwrap_or_else(|err| fail_wiping(&mut secrets, &err)),
+        )
+    } else {
+        None
+    };
+    let object = KernelObject::parse(image).unwrap_or_else(|err| fail_wiping(&mut secrets, &err));
     let size = object.mem_size() as u64;
     let start = place_kernel(ram, &loader_range(), &params.image, size)
-        .unwrap_or_else(|err| fail_wiping(&mut seed, &err));
+        .unwrap_or_else(|err| fail_wiping(&mut secrets, &err));
 
     // SAFETY: place_kernel chose [start, start + size) inside RAM, above the
     // loader and outside the image module; it is identity-mapped by the entry code.
@@ -458,20 +486,27 @@ extern "C" fn loader_main(start_info_addr: u32) -> ! {
         unsafe { core::slice::from_raw_parts_mut(start as *mut MaybeUninit<u8>, size as usize) };
     let loaded = object.load_kernel(memory, start);
 
-    // After the load and its relocations: the key slot is not relocated, and
-    // the kernel's copy of the block is what the service reads.
-    if let (Some(block), Some(key)) = (block, &seed) {
-        let base = object.start_addr().unwrap_or_default();
-        let filled = refslot::block_range(&block, base, memory.len()).and_then(|range| {
-            refslot::fill(memory, range, key, |cell, byte| {
-                cell.write(byte);
-            })
-        });
+    // After the load and its relocations: neither slot is relocated, and
+    // the kernel's copies are what the service and the kernel read.
+    let base = object.start_addr().unwrap_or_default();
+    let put = |cell: &mut MaybeUninit<u8>, byte| {
+        cell.write(byte);
+    };
+    if let (Some(block), Some(key)) = (block, &secrets.key) {
+        let filled = refslot::block_range(&block, base, memory.len())
+            .and_then(|range| refslot::fill(memory, range, key, put));
         if let Err(err) = filled {
-            fail_wiping(&mut seed, &err);
+            fail_wiping(&mut secrets, &err);
         }
     }
-    wipe_seed(&mut seed);
+    if let (Some(slot), Some(seed)) = (entropy_slot, &secrets.entropy) {
+        let filled = refslot::section_range(&slot, base, memory.len())
+            .and_then(|range| refslot::fill_entropy(memory, range, seed, put));
+        if let Err(err) = filled {
+            fail_wiping(&mut secrets, &err);
+        }
+    }
+    wipe_secrets(&mut secrets);
 
     let fdt = crate::fdt::build(ram, copy_rsdp(params.rsdp), params.cmdline())
         .unwrap_or_else(|err| fail(&format_args!("device tree: {err:?}")));

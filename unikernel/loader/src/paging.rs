@@ -73,7 +73,20 @@ impl PageTables {
         ram: &[Range<u64>],
         phys: impl Fn(&Table) -> u64,
     ) -> Result<(), TooMuchRam> {
-        *self = Self::new();
+        // Emptied in place, not `*self = Self::new()`: that builds the 268 KiB
+        // value on the stack first whenever the optimizer does not turn it
+        // into a `memset` of `self`, and the loader's boot stack is 64 KiB
+        // (a build where it did not ran its stack probe into the boot page
+        // tables below the stack and triple-faulted before printing a line).
+        let Self {
+            pml4,
+            pdpt,
+            first_2m,
+            pd,
+        } = self;
+        for table in [pml4, pdpt, first_2m].into_iter().chain(pd.iter_mut()) {
+            table.0.fill(0);
+        }
         for (i, entry) in self.first_2m.0.iter_mut().enumerate() {
             *entry = (i as u64 * 0x1000) | PRESENT | WRITABLE;
         }

@@ -1,23 +1,26 @@
-//! The per-boot report key: where it goes in the loaded kernel.
+//! The per-boot secrets: where they go in the loaded kernel.
 //!
 //! dom0 boots a per-boot copy of the initrd: the verified image bytes followed
-//! by the trailer of [`vigil_core::v1::handover`], which carries the report
-//! key's secret seed. The loader loads the image from the bytes before the
-//! trailer only, and writes the seed into the key slot of the image's
-//! reference block ([`refblock::SECTION`]) in guest memory, after the kernel
-//! has been loaded and relocated.
+//! by the trailer of [`vigil_core::v2::handover`], which carries the per-boot
+//! entropy seed and the report key's secret seed (or a v1 trailer: the key
+//! only). The loader loads the image from the bytes before the trailer only,
+//! and, after the kernel has been loaded and relocated, writes in guest
+//! memory
+//! - the key into the key slot of the image's reference block
+//!   ([`refblock::SECTION`]);
+//! - the entropy seed into the kernel's entropy slot ([`entropy::SECTION`]).
 //!
-//! This module finds that block through the image's section header table and
-//! `.shstrtab` (the block is a section, not a segment), checks that it is a
-//! reference block that the load puts in memory, and fills the key slot. It
+//! This module finds those sections through the image's section header table
+//! and `.shstrtab` (they are sections, not segments), checks that each is
+//! what it should be and that the load puts it in memory, and fills it. It
 //! reads only the image bytes it is given and refuses any offset, size or
 //! index that does not fit, without panicking. Wiping the trailer and the
-//! loader's copies of the seed takes volatile writes, which `boot` does.
+//! loader's copies of the seeds takes volatile writes, which `boot` does.
 
 use core::fmt;
 use core::ops::Range;
 
-use vigil_core::v1::handover::TRAILER_SIZE;
+use vigil_core::v1::entropy;
 use vigil_core::v1::refblock::{self, KEY_SLOT, KEY_STATE, SIZE};
 
 const ELF64_HEADER: usize = 64;
@@ -61,6 +64,13 @@ pub enum RefSlotError {
         /// The section's link-time address.
         vaddr: u64,
     },
+    /// An entropy seed was handed over, but the image has no entropy slot.
+    NoEntropySlot,
+    /// The entropy slot section is not [`entropy::SIZE`] bytes of loaded,
+    /// writable, file-backed data, or there is more than one.
+    BadEntropySlot,
+    /// The entropy slot's bytes in the file are not an empty slot.
+    NotAnEmptySlot(Option<entropy::SlotError>),
 }
 
 impl fmt::Display for RefSlotError {
@@ -84,7 +94,25 @@ impl fmt::Display for RefSlotError {
             Self::NotABlock(err) => write!(f, "the image's {section} section: {err}"),
             Self::OutsideKernel { vaddr } => write!(
                 f,
-                "the image's {section} section at {vaddr:#x} lies outside the loaded kernel"
+                "the image's section at {vaddr:#x} lies outside the loaded kernel"
+            ),
+            Self::NoEntropySlot => write!(
+                f,
+                "an entropy seed was handed over, but the image has no {} section to receive it \
+                 (a kernel without Vigil's patch 0026a)",
+                entropy::SECTION
+            ),
+            Self::BadEntropySlot => write!(
+                f,
+                "the image's {} section is not one {}-byte block of writable data loaded from the file",
+                entropy::SECTION,
+                entropy::SIZE
+            ),
+            Self::NotAnEmptySlot(Some(err)) => write!(f, "the image's {}: {err}", entropy::SECTION),
+            Self::NotAnEmptySlot(None) => write!(
+                f,
+                "the image's {} section is already filled in the file",
+                entropy::SECTION
             ),
         }
     }
@@ -203,17 +231,55 @@ pub fn find_block(image: &[u8]) -> Result<Section, RefSlotError> {
     Ok(section)
 }
 
+/// The kernel's entropy slot section of `image`: exactly
+/// [`entropy::SIZE`] bytes, allocated, writable and file-backed, and its
+/// file bytes an empty slot.
+pub fn find_entropy_slot(image: &[u8]) -> Result<Section, RefSlotError> {
+    let section = match find_section(image, entropy::SECTION) {
+        Ok(Some(section)) => section,
+        Ok(None) => return Err(RefSlotError::NoEntropySlot),
+        Err(RefSlotError::Duplicate) => return Err(RefSlotError::BadEntropySlot),
+        Err(err) => return Err(err),
+    };
+    if section.size != entropy::SIZE as u64
+        || section.kind == SHT_NOBITS
+        || section.flags & (SHF_ALLOC | SHF_WRITE) != SHF_ALLOC | SHF_WRITE
+    {
+        return Err(RefSlotError::BadEntropySlot);
+    }
+    let bytes = slice(image, section.offset, section.size)
+        .ok_or(RefSlotError::Malformed("entropy slot section offset"))?;
+    match entropy::is_filled(bytes) {
+        Ok(false) => Ok(section),
+        Ok(true) => Err(RefSlotError::NotAnEmptySlot(None)),
+        Err(err) => Err(RefSlotError::NotAnEmptySlot(Some(err))),
+    }
+}
+
 /// Where the block lies in the memory the kernel was loaded into: `memory`
 /// starts at link-time address `base` (`hermit-entry`'s `start_addr`, 0 for a
 /// relocatable image) and is `len` bytes long.
 pub fn block_range(block: &Section, base: u64, len: usize) -> Result<Range<usize>, RefSlotError> {
-    let outside = RefSlotError::OutsideKernel { vaddr: block.vaddr };
-    let start = block
+    section_range(block, base, len)
+}
+
+/// Where `section` lies in the memory the kernel was loaded into (as
+/// [`block_range`]), all `section.size` bytes of it.
+pub fn section_range(
+    section: &Section,
+    base: u64,
+    len: usize,
+) -> Result<Range<usize>, RefSlotError> {
+    let outside = RefSlotError::OutsideKernel {
+        vaddr: section.vaddr,
+    };
+    let start = section
         .vaddr
         .checked_sub(base)
         .and_then(|offset| usize::try_from(offset).ok())
         .ok_or(outside)?;
-    let end = start.checked_add(SIZE).ok_or(outside)?;
+    let size = usize::try_from(section.size).map_err(|_| outside)?;
+    let end = start.checked_add(size).ok_or(outside)?;
     if end > len {
         return Err(outside);
     }
@@ -245,24 +311,49 @@ pub fn fill<T>(
     Ok(())
 }
 
-/// The physical addresses of the trailer in module 0, given the module and
-/// the length of the image before the trailer; empty if there is no trailer.
+/// Writes the entropy `seed` into the kernel's entropy slot at `slot` in
+/// the loaded kernel's `memory`, and marks it filled. `put` as in [`fill`].
+pub fn fill_entropy<T>(
+    memory: &mut [T],
+    slot: Range<usize>,
+    seed: &[u8; 32],
+    mut put: impl FnMut(&mut T, u8),
+) -> Result<(), RefSlotError> {
+    let outside = RefSlotError::OutsideKernel {
+        vaddr: slot.start as u64,
+    };
+    let slot = memory.get_mut(slot).ok_or(outside)?;
+    if slot.len() != entropy::SIZE {
+        return Err(outside);
+    }
+    for (cell, byte) in slot[entropy::SEED].iter_mut().zip(seed) {
+        put(cell, *byte);
+    }
+    for (cell, byte) in slot[entropy::STATE]
+        .iter_mut()
+        .zip(entropy::FILLED.to_le_bytes())
+    {
+        put(cell, byte);
+    }
+    Ok(())
+}
+
+/// The physical addresses of the trailer in module 0 (whatever follows
+/// the image bytes), given the module and the length of the image before
+/// the trailer; empty if there is no trailer.
 pub fn trailer_range(module: &Range<u64>, image_len: usize) -> Range<u64> {
     let start = module
         .start
         .saturating_add(image_len as u64)
         .min(module.end);
-    if module.end - start == TRAILER_SIZE as u64 {
-        start..module.end
-    } else {
-        module.end..module.end
-    }
+    start..module.end
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_core::v1::handover;
+    use vigil_core::v1::handover as v1;
+    use vigil_core::v2::handover::{self, TRAILER_SIZE};
 
     const SHT_PROGBITS: u32 = 1;
     const SHT_STRTAB: u32 = 3;
@@ -496,10 +587,12 @@ mod tests {
     fn the_image_is_the_module_without_its_trailer() {
         let image = image_with_block();
         let mut module = image.clone();
-        module.extend_from_slice(&handover::trailer(&[0x11; 32]));
-        let (loaded, seed) = handover::split(&module);
+        module.extend_from_slice(&handover::trailer(&[0x22; 32], Some(&[0x11; 32])));
+        let (loaded, secrets) = handover::split(&module).unwrap();
         assert_eq!(loaded, &image[..]);
-        assert_eq!(seed, Some([0x11; 32]));
+        let secrets = secrets.unwrap();
+        assert_eq!(secrets.key, Some([0x11; 32]));
+        assert_eq!(secrets.entropy, Some([0x22; 32]));
         assert_eq!(find_block(loaded).unwrap().vaddr, 0x2000);
 
         let at = 0x10_0000u64;
@@ -507,10 +600,99 @@ mod tests {
         let trailer = trailer_range(&range, loaded.len());
         assert_eq!(trailer, at + image.len() as u64..range.end);
         assert_eq!(trailer.end - trailer.start, TRAILER_SIZE as u64);
+        // A v1 trailer: the key, 48 bytes to wipe.
+        let mut old = image.clone();
+        old.extend_from_slice(&v1::trailer(&[0x11; 32]));
+        let (loaded, secrets) = handover::split(&old).unwrap();
+        assert_eq!(secrets.unwrap().entropy, None);
+        let range = at..at + old.len() as u64;
+        let trailer = trailer_range(&range, loaded.len());
+        assert_eq!(trailer.end - trailer.start, v1::TRAILER_SIZE as u64);
         // Without a trailer there is nothing to wipe.
         let plain = at..at + image.len() as u64;
         assert!(trailer_range(&plain, image.len()).is_empty());
         assert!(trailer_range(&plain, image.len() + 100).is_empty());
         assert!(trailer_range(&(u64::MAX - 4..u64::MAX), usize::MAX).is_empty());
+    }
+
+    fn image_with_slot(slot: &[u8]) -> Vec<u8> {
+        elf(&[
+            section(".text", 0x1000, &[0x90; 100]),
+            section(".vigil_entropyx", 0x3000, &[1; 16]),
+            section(".vigil_entropy", 0x2040, slot),
+            section(".vigil_ref", 0x2400, &refblock::UNSEALED),
+        ])
+    }
+
+    #[test]
+    fn the_entropy_seed_lands_in_the_kernels_slot() {
+        let image = image_with_slot(&entropy::EMPTY);
+        let slot = find_entropy_slot(&image).unwrap();
+        assert_eq!(slot.vaddr, 0x2040);
+        let mut memory = [0xaau8; 0x3000];
+        let range = section_range(&slot, 0, memory.len()).unwrap();
+        assert_eq!(range, 0x2040..0x2040 + entropy::SIZE);
+        memory[range.clone()].copy_from_slice(&entropy::EMPTY);
+        let put = |cell: &mut u8, byte| *cell = byte;
+        fill_entropy(&mut memory, range.clone(), &[0x33; 32], put).unwrap();
+        let loaded = &memory[range.clone()];
+        assert_eq!(entropy::is_filled(loaded), Ok(true));
+        let mut expected = entropy::EMPTY;
+        expected[entropy::STATE].copy_from_slice(&1u32.to_le_bytes());
+        expected[entropy::SEED].copy_from_slice(&[0x33; 32]);
+        assert_eq!(loaded, expected);
+        // Nothing else changed.
+        assert!(memory[..range.start].iter().all(|&b| b == 0xaa));
+        assert!(memory[range.end..].iter().all(|&b| b == 0xaa));
+        // Not relocatable: memory starts at the first segment's address.
+        assert_eq!(
+            section_range(&slot, 0x1000, 0x2000),
+            Ok(0x1040..0x1040 + entropy::SIZE)
+        );
+        assert!(section_range(&slot, 0, 0x2040 + entropy::SIZE - 1).is_err());
+        let mut small = [0u8; 100];
+        assert!(fill_entropy(&mut small, 50..114, &[1; 32], put).is_err());
+        assert!(fill_entropy(&mut small, 0..63, &[1; 32], put).is_err());
+        assert!(small.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn an_image_without_a_usable_entropy_slot_is_refused() {
+        assert_eq!(
+            find_entropy_slot(&image_with_block()),
+            Err(RefSlotError::NoEntropySlot)
+        );
+        assert!(
+            RefSlotError::NoEntropySlot
+                .to_string()
+                .contains("no .vigil_entropy section")
+        );
+        assert_eq!(
+            find_entropy_slot(&image_with_slot(&[0; 32])),
+            Err(RefSlotError::BadEntropySlot)
+        );
+        let mut readonly = section(".vigil_entropy", 0x2000, &entropy::EMPTY);
+        readonly.flags = SHF_ALLOC;
+        assert_eq!(
+            find_entropy_slot(&elf(&[readonly])),
+            Err(RefSlotError::BadEntropySlot)
+        );
+        let twice = elf(&[
+            section(".vigil_entropy", 0x2000, &entropy::EMPTY),
+            section(".vigil_entropy", 0x3000, &entropy::EMPTY),
+        ]);
+        assert_eq!(find_entropy_slot(&twice), Err(RefSlotError::BadEntropySlot));
+        assert_eq!(
+            find_entropy_slot(&image_with_slot(&[0; 64])),
+            Err(RefSlotError::NotAnEmptySlot(Some(
+                entropy::SlotError::BadMagic
+            )))
+        );
+        let mut filled = entropy::EMPTY;
+        filled[entropy::STATE].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(
+            find_entropy_slot(&image_with_slot(&filled)),
+            Err(RefSlotError::NotAnEmptySlot(None))
+        );
     }
 }

@@ -21,6 +21,10 @@ use vigil_dom0::run::service_config;
 pub const NEEDS_IMAGE: &str =
     "boots the built image under QEMU: run by .ci/run (cargo test -- --ignored)";
 
+/// What Hermit 0.11 printed when it had no entropy and fell back to a
+/// Park–Miller generator (kernel patch 0026d removed the fallback).
+pub const ENTROPY_FALLBACK: &str = "Unable to read entropy";
+
 /// The image under test: `$VIGIL_IMAGE_DIR`, or `target/vigil/hvm` of this checkout.
 pub fn image_dir() -> PathBuf {
     std::env::var_os("VIGIL_IMAGE_DIR")
@@ -73,6 +77,13 @@ impl TestGuest {
         let boot = guest
             .wait_healthy(port, Duration::from_secs(120), &AtomicBool::new(false))
             .unwrap_or_else(|err| panic!("guest did not come up: {err}"));
+        // Every guest test also checks that the kernel had real entropy
+        // (Hermit 0.11 printed this when it fell back to Park–Miller).
+        let console = std::fs::read_to_string(guest.console_path()).unwrap_or_default();
+        assert!(
+            !console.contains(ENTROPY_FALLBACK),
+            "the kernel fell back to predictable randomness:\n{console}"
+        );
         Self {
             guest: Some(guest),
             port,
