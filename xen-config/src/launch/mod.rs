@@ -143,6 +143,7 @@ fn launch_in(
     // 1. The private copy, and its verification.
     let verified =
         verified::verified_copy(&options.bundle, keys, options.min_version, &domain.boot())?;
+    per_boot::require_entropy_slot(&verified.image, &options.bundle)?;
 
     // 2. The host's checks, then the per-boot key.
     if options.backend == Backend::Qemu {

@@ -30,6 +30,28 @@ pub fn report_key(verified: &Verified<'_>) -> Result<(PathBuf, [u8; 32])> {
     Ok((initrd, key.verifying_key().to_bytes()))
 }
 
+/// Refuses an image whose kernel has no entropy slot for the seed: one
+/// sealed before the per-boot seed existed, whose loader knows only the v1
+/// trailer (it would boot without the report key) and whose kernel would
+/// fall back to a guessable generator. `bundle` names it in the error.
+pub fn require_entropy_slot(image: &[u8], bundle: &Path) -> Result<()> {
+    use object::Object;
+    let section = vigil_core::v1::entropy::SECTION;
+    let has_slot =
+        object::File::parse(image).is_ok_and(|file| file.section_by_name(section).is_some());
+    if has_slot {
+        return Ok(());
+    }
+    Err(LaunchError::BundleRejected {
+        bundle: bundle.to_path_buf(),
+        failures: format!(
+            "its image has no entropy slot (no {section} section): it was built before \
+             Vigil handed each boot an entropy seed (kernel patch 0026a, initrd trailer v2); \
+             build and seal it again with this version's vigil-build"
+        ),
+    })
+}
+
 /// Writes `image` followed by the handover trailer for a fresh entropy seed
 /// and, if given, the report key's secret seed `key` to `path` (created
 /// new, mode 0600), and wipes the in-memory trailer and seed. A boot
@@ -71,6 +93,27 @@ pub fn write_initrd(path: &Path, image: &[u8], key: Option<&[u8; 32]>) -> Result
 mod tests {
     use super::*;
     use vigil_core::v2::handover;
+
+    #[test]
+    fn an_image_without_an_entropy_slot_is_refused_by_name() {
+        // An ELF without the section (this test program), and no ELF at all.
+        let elf = fs::read(std::env::current_exe().unwrap()).unwrap();
+        for image in [&elf[..], b"not an ELF"] {
+            let err = require_entropy_slot(image, Path::new("/srv/old-bundle")).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("/srv/old-bundle"), "{text}");
+            assert!(text.contains("no .vigil_entropy section"), "{text}");
+            assert!(text.contains("seal it again"), "{text}");
+            assert_eq!(
+                err.exit_code(),
+                crate::error::LaunchError::BundleRejected {
+                    bundle: "b".into(),
+                    failures: String::new(),
+                }
+                .exit_code()
+            );
+        }
+    }
 
     #[test]
     fn the_initrd_is_the_image_and_a_trailer_with_fresh_secrets() {
