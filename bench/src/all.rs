@@ -475,13 +475,7 @@ fn guest_rows(report: &HttpReport) -> Vec<Row> {
                 if pick == 0 {
                     median(&t.rss_after_boot_mib)
                 } else {
-                    let peaks: Vec<f64> = report
-                        .runs
-                        .iter()
-                        .filter(|r| r.target == t.name)
-                        .filter_map(|r| r.rss_peak_mib)
-                        .collect();
-                    stats::max(&peaks)
+                    stats::max(&http::rss_peaks(report, &t.name))
                 }
             };
             let (v, l) = (rss(vigil), rss(linux));

@@ -774,6 +774,16 @@ pub fn runs_of<'a>(
     runs
 }
 
+/// The peak QEMU RSS (MiB) of each of `target`'s recorded load runs.
+pub fn rss_peaks(report: &HttpReport, target: &str) -> Vec<f64> {
+    report
+        .runs
+        .iter()
+        .filter(|r| r.target == target)
+        .filter_map(|r| r.rss_peak_mib)
+        .collect()
+}
+
 /// Requests/s per round.
 pub fn rates(runs: &[&Run]) -> Vec<f64> {
     runs.iter().map(|r| r.result.requests_per_second).collect()
@@ -1019,12 +1029,7 @@ pub fn markdown_section(report: &HttpReport, depth: usize) -> String {
             .map(|(name, bytes)| format!("{name} {:.2} MB", *bytes as f64 / 1e6))
             .collect();
         let total: u64 = t.files.iter().map(|(_, b)| b).sum();
-        let peaks: Vec<f64> = report
-            .runs
-            .iter()
-            .filter(|r| r.target == t.name)
-            .filter_map(|r| r.rss_peak_mib)
-            .collect();
+        let peaks = rss_peaks(report, &t.name);
         text += &format!(
             "| {} | {:.2} MB ({}) | {:.0} | {:.0}; {:.0} |\n",
             t.name,

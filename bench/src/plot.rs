@@ -363,15 +363,7 @@ pub fn footprint(report: &HttpReport) -> Result<String> {
         .collect();
     let under: Vec<f64> = targets
         .iter()
-        .map(|t| {
-            let peaks: Vec<f64> = report
-                .runs
-                .iter()
-                .filter(|r| r.target == t.name)
-                .filter_map(|r| r.rss_peak_mib)
-                .collect();
-            stats::max(&peaks)
-        })
+        .map(|t| stats::max(&http::rss_peaks(report, &t.name)))
         .collect();
     svg((1100, 360), |root| {
         let panels = root.split_evenly((1, 3));
