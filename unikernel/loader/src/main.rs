@@ -23,6 +23,7 @@ mod elf_check;
 mod fdt;
 mod layout;
 mod paging;
+mod pci;
 mod refslot;
 mod start_info;
 
