@@ -59,6 +59,12 @@ enum Command {
         /// Print build.json to stdout when done.
         #[arg(long)]
         json: bool,
+        /// Make a test image: the service tries to write to its own
+        /// write-protected code after start (guest tests of the write
+        /// protection). Never deploy it; output goes to
+        /// target/vigil/<flavor>-test-hooks unless --out says otherwise.
+        #[arg(long)]
+        test_hooks: bool,
     },
     /// Make an ed25519 signing key pair: PKCS#8 PEM private key (mode 0600)
     /// and SPKI PEM public key, as OpenSSL reads and writes them.
@@ -232,12 +238,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             project_dir: dir,
             quiet,
             json,
+            test_hooks,
         } => {
             let options = BuildOptions {
                 project_dir: project_dir(dir)?,
                 flavor,
                 out_dir: out,
                 quiet,
+                test_hooks,
             };
             let (info, _) = pipeline::build(&options)?;
             if json {

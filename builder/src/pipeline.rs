@@ -43,6 +43,12 @@ pub struct BuildOptions {
     pub out_dir: Option<PathBuf>,
     /// Only step lines, no cargo output.
     pub quiet: bool,
+    /// A test image: the service with its `test-hooks` feature (a
+    /// deliberate write to protected memory after start). Never for
+    /// production; its default output directory is
+    /// `target/vigil/<flavor>-test-hooks`, and sealing names it in the
+    /// manifest's flavor.
+    pub test_hooks: bool,
 }
 
 /// A built file, as recorded in `build.json`.
@@ -75,6 +81,9 @@ pub struct BuildInfo {
     pub schema: &'static str,
     /// The flavor.
     pub flavor: Flavor,
+    /// Whether the service has its test hooks (absent when not).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test_hooks: bool,
     /// The NIC the image drives.
     pub nic: &'static str,
     /// The QEMU machine it is meant for.
@@ -172,10 +181,13 @@ impl Paths {
             return Err(BuildError::NotAProject { path: project });
         }
         let work = project.join("target").join("vigil");
-        let out = options
-            .out_dir
-            .clone()
-            .unwrap_or_else(|| work.join(options.flavor.name()));
+        let out = options.out_dir.clone().unwrap_or_else(|| {
+            if options.test_hooks {
+                work.join(format!("{}-test-hooks", options.flavor.name()))
+            } else {
+                work.join(options.flavor.name())
+            }
+        });
         Ok(Self {
             project,
             unikernel,
@@ -685,9 +697,14 @@ pub fn build(options: &BuildOptions) -> Result<(BuildInfo, PathBuf)> {
         started,
     };
     eprintln!(
-        "vigil-build: image flavor `{}` ({})",
+        "vigil-build: image flavor `{}` ({}){}",
         options.flavor.name(),
-        options.flavor.describe()
+        options.flavor.describe(),
+        if options.test_hooks {
+            ", TEST IMAGE with the service's test hooks"
+        } else {
+            ""
+        }
     );
 
     let channel = crate::toolchain::pinned_channel(&paths.unikernel.join("rust-toolchain.toml"))?;
@@ -769,18 +786,28 @@ pub fn build(options: &BuildOptions) -> Result<(BuildInfo, PathBuf)> {
     progress.done(t, if remade { "made" } else { "unchanged, cached" });
 
     let t = progress.step("service for x86_64-unknown-hermit, linked with the kernel");
-    let app_target = paths.work.join("app");
+    // A test image's service has its own target directory, so that
+    // switching between the two does not rebuild either.
+    let app_target = paths.work.join(if options.test_hooks {
+        "app-test-hooks"
+    } else {
+        "app"
+    });
+    let mut service_args = vec![
+        "-p",
+        "vigil-service",
+        "--bin",
+        "vigil-service",
+        "--target",
+        APP_TARGET,
+        "-Zbuild-std=std,panic_abort",
+    ];
+    if options.test_hooks {
+        service_args.extend(["--features", "test-hooks"]);
+    }
     GuestBuild {
         step: "building the service",
-        args: &[
-            "-p",
-            "vigil-service",
-            "--bin",
-            "vigil-service",
-            "--target",
-            APP_TARGET,
-            "-Zbuild-std=std,panic_abort",
-        ],
+        args: &service_args,
         target_dir: app_target.clone(),
         rustflags: rustflags.clone(),
         hermit_lib_dir: Some(&lib_dir),
@@ -831,6 +858,7 @@ pub fn build(options: &BuildOptions) -> Result<(BuildInfo, PathBuf)> {
     let info = BuildInfo {
         schema: INFO_SCHEMA,
         flavor: options.flavor,
+        test_hooks: options.test_hooks,
         nic: options.flavor.nic(),
         machine: options.flavor.machine(),
         image: install(&image, &paths.out, IMAGE_FILE)?,

@@ -304,6 +304,9 @@ pub struct SealOptions {
 #[derive(Debug, serde::Deserialize)]
 struct BuildJson {
     flavor: String,
+    /// A test image (`vigil-build build --test-hooks`).
+    #[serde(default)]
+    test_hooks: bool,
     toolchain: String,
     rustc: String,
     kernel: BuildKernel,
@@ -451,7 +454,12 @@ pub fn read_provenance(path: &Path) -> Result<Provenance, SealError> {
             problem: err.to_string(),
         })?;
     Ok(Provenance {
-        flavor: info.flavor,
+        // A test image says so in the signed manifest.
+        flavor: if info.test_hooks {
+            format!("{}+test-hooks", info.flavor)
+        } else {
+            info.flavor
+        },
         toolchain: info.toolchain,
         rustc: info.rustc,
         kernel: format!("{} {}", info.kernel.name, info.kernel.version),

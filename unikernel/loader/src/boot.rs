@@ -579,7 +579,9 @@ extern "C" fn loader_main(start_info_addr: u32) -> ! {
     // loader's image, which is identity-mapped, so their address is physical.
     let tables = unsafe { PAGE_TABLES.get_mut() };
     tables
-        .build(ram, |t: &Table| t as *const Table as u64)
+        .build(ram, &(start..start + size), |t: &Table| {
+            t as *const Table as u64
+        })
         .unwrap_or_else(|err| fail(&err));
     let pml4 = &raw const tables.pml4 as u64;
 

@@ -5,6 +5,12 @@
 //! remaps 0x8000 to start the other CPUs) and nothing mapped beyond RAM (it maps
 //! the APIC and device memory itself). So: one 4 KiB page table for frame 0,
 //! 2 MiB pages for every other frame that overlaps RAM ([`huge_frames`]).
+//!
+//! Only the kernel's own 2 MiB frames and frame 0 (this loader, which runs
+//! until its jump, and Hermit's processor start-up code at 0x8000) are
+//! executable; every other frame is mapped no-execute (the heap and the
+//! stacks Hermit maps elsewhere alias these frames). Inside its frames the
+//! service then narrows execute to its code (`vigil_service::protect`).
 
 use core::fmt;
 use core::ops::Range;
@@ -14,6 +20,7 @@ use crate::layout::{PAGE_2M, huge_frames};
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 1 << 1;
 const HUGE: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
 const ENTRIES: usize = 512;
 const GIB: u64 = 1 << 30;
 
@@ -66,11 +73,13 @@ impl PageTables {
         }
     }
 
-    /// Fills the tables for `ram`. `phys` gives a table's physical address
+    /// Fills the tables for `ram`, executable only in frame 0 and the 2 MiB
+    /// frames that overlap `kernel`. `phys` gives a table's physical address
     /// (its own address, on an identity-mapped loader).
     pub fn build(
         &mut self,
         ram: &[Range<u64>],
+        kernel: &Range<u64>,
         phys: impl Fn(&Table) -> u64,
     ) -> Result<(), TooMuchRam> {
         // Emptied in place, not `*self = Self::new()`: that builds the 268 KiB
@@ -98,7 +107,9 @@ impl PageTables {
                 return Err(TooMuchRam { frame });
             };
             let index = ((frame % GIB) / PAGE_2M) as usize;
-            pd.0[index] = frame | PRESENT | WRITABLE | HUGE;
+            let executable = frame < kernel.end && kernel.start < frame + PAGE_2M;
+            let no_execute = if executable { 0 } else { NO_EXECUTE };
+            pd.0[index] = frame | PRESENT | WRITABLE | HUGE | no_execute;
         }
 
         for gib in 0..MAX_GIB {
@@ -150,7 +161,7 @@ mod tests {
     fn identity_maps_ram_and_nothing_else() {
         let ram = [0..0x9fc00, 0x10_0000..0x1ffe_0000];
         let mut tables = Box::new(PageTables::new());
-        tables.build(&ram, addr).unwrap();
+        tables.build(&ram, &(0x20_0000..0x33_0000), addr).unwrap();
         for virt in [
             0,
             0x8000,
@@ -171,10 +182,33 @@ mod tests {
     }
 
     #[test]
+    fn only_frame_0_and_the_kernel_frames_are_executable() {
+        let ram = [0..0x9fc00, 0x10_0000..0x1ffe_0000];
+        let mut tables = Box::new(PageTables::new());
+        // A kernel over two frames: 0x200000.. and 0x400000..
+        tables.build(&ram, &(0x20_0000..0x40_1000), addr).unwrap();
+        let pd = &tables.pd[0].0;
+        assert_eq!(
+            pd[0] & NO_EXECUTE,
+            0,
+            "frame 0: the loader, the AP start-up code"
+        );
+        assert!(tables.first_2m.0.iter().all(|e| e & NO_EXECUTE == 0));
+        assert_eq!(pd[1] & NO_EXECUTE, 0);
+        assert_eq!(pd[2] & NO_EXECUTE, 0);
+        for (i, entry) in pd.iter().enumerate().skip(3).filter(|(_, e)| **e != 0) {
+            assert_ne!(entry & NO_EXECUTE, 0, "frame {i}");
+        }
+        // Still present and writable.
+        assert_eq!(translate(&tables, 0x1234_5678), Some(0x1234_5678));
+        assert_ne!(pd[100] & WRITABLE, 0);
+    }
+
+    #[test]
     fn ram_above_4g() {
         let ram = [0x10_0000..0xc000_0000, 0x1_0000_0000..0x1_8000_0000];
         let mut tables = Box::new(PageTables::new());
-        tables.build(&ram, addr).unwrap();
+        tables.build(&ram, &(0x20_0000..0x30_0000), addr).unwrap();
         assert_eq!(translate(&tables, 0x1_7fff_f000), Some(0x1_7fff_f000));
         assert_eq!(translate(&tables, 0xd000_0000), None);
     }
@@ -184,7 +218,11 @@ mod tests {
         let region = 0x10_0000..(MAX_GIB as u64 + 1) * GIB;
         let mut tables = Box::new(PageTables::new());
         assert_eq!(
-            tables.build(core::slice::from_ref(&region), addr),
+            tables.build(
+                core::slice::from_ref(&region),
+                &(0x20_0000..0x30_0000),
+                addr
+            ),
             Err(TooMuchRam {
                 frame: MAX_GIB as u64 * GIB
             })

@@ -18,6 +18,8 @@
 //! - [`listen`]: the address the service listens on.
 //! - [`reference`](mod@reference): the reference block sealing writes into the image.
 //! - [`watchdog`]: re-hashes the image's code and read-only data in memory.
+//! - [`protect`]: write-protects them (W^X) and reads the kernel's record of
+//!   writes it stopped.
 //! - [`vcpu`]: which vCPU each thread runs on (the watchdog gets its own).
 //!
 //! # Running
@@ -48,6 +50,7 @@ pub mod http;
 pub mod json;
 pub mod listen;
 pub mod log;
+pub mod protect;
 pub mod reference;
 pub mod server;
 pub mod vcpu;

@@ -14,6 +14,7 @@ use vigil_service::app::integrity::Integrity;
 use vigil_service::console_line;
 use vigil_service::listen;
 use vigil_service::log::Logger;
+use vigil_service::protect::{self, KernelFaults, Protection};
 use vigil_service::reference;
 use vigil_service::server::Server;
 use vigil_service::watchdog::{self, LiveMemory, Watchdog};
@@ -56,9 +57,10 @@ fn main() {
         );
     }
     // Kept alive for the guest's whole life: dropping it stops the thread.
-    let watchdog = start_watchdog(&log);
+    let (watchdog, protection) = start_watchdog(&log);
     let key = reference::report_seed().map(|seed| ReportKey::from_seed(&seed));
-    let integrity = Integrity::new(watchdog.as_ref().map(Watchdog::shared), key);
+    let integrity =
+        Integrity::new(watchdog.as_ref().map(Watchdog::shared), key).with_protection(protection);
     let app = App::with_integrity(config, integrity);
     let server = TcpListener::bind((address, config.port))
         .and_then(|listener| Server::with_app(listener, app));
@@ -79,16 +81,18 @@ fn main() {
     }
 }
 
-/// Says whether this image was sealed and what the seal asks of it, and
-/// starts the watchdog if it was.
-fn start_watchdog(log: &Logger) -> Option<Watchdog> {
+/// Says whether this image was sealed and what the seal asks of it, and if
+/// it was, write-protects the sealed regions and starts the watchdog.
+fn start_watchdog(log: &Logger) -> (Option<Watchdog>, Protection) {
     let sealed = match reference::read() {
         Ok(RefBlock::Unsealed) => {
             log.log(
                 LogLevel::Info,
-                format_args!("reference block: unsealed (this image was not sealed); no watchdog"),
+                format_args!(
+                    "reference block: unsealed (this image was not sealed); no watchdog, no write protection"
+                ),
             );
-            return None;
+            return (None, Protection::Off("the image is not sealed"));
         }
         Ok(RefBlock::Sealed(sealed)) => sealed,
         Err(error) => {
@@ -108,8 +112,56 @@ fn start_watchdog(log: &Logger) -> Option<Watchdog> {
             sealed.interval_ms,
         ),
     );
-    match Watchdog::start(sealed, offset, LiveMemory, *log, watchdog::halt_guest()) {
-        Ok(watchdog) => Some(watchdog),
+    let regions: Vec<watchdog::Watched> = sealed
+        .regions()
+        .map(|region| watchdog::Watched {
+            sealed: *region,
+            address: region.vaddr.wrapping_add(offset),
+        })
+        .collect();
+    let protection = match protect::plan(&regions, protect::image_extent(offset)) {
+        Ok(spans) => protect::apply(&spans),
+        Err(error) => Protection::Failed(error.to_string()),
+    };
+    match &protection {
+        Protection::Applied {
+            code_pages,
+            read_only_pages,
+            data_pages,
+        } => log.log(
+            LogLevel::Info,
+            format_args!(
+                "write protection: {code_pages} code pages r-x, {read_only_pages} read-only pages r--, {data_pages} other pages of the image rw- (no execute)"
+            ),
+        ),
+        Protection::Off(reason) => log.log(
+            LogLevel::Info,
+            format_args!("write protection: off ({reason})"),
+        ),
+        Protection::Failed(reason) => {
+            console_line!("vigil-service: write protection failed: {reason}; the watchdog still checks");
+        }
+    }
+    #[cfg(feature = "test-hooks")]
+    if let Some(code) = regions
+        .iter()
+        .find(|w| protect::access_of(w.sealed.name.as_str()) == protect::Access::ReadExecute)
+    {
+        console_line!(
+            "vigil-service: TEST IMAGE (test-hooks): a write to protected memory follows"
+        );
+        protect::test_hooks::write_later(code.address + code.sealed.len / 2);
+    }
+    let started = Watchdog::start_with_faults(
+        sealed,
+        offset,
+        LiveMemory,
+        KernelFaults,
+        *log,
+        watchdog::halt_guest(),
+    );
+    match started {
+        Ok(watchdog) => (Some(watchdog), protection),
         Err(error) => {
             console_line!("vigil-service: cannot start the watchdog: {error}");
             process::exit(1);

@@ -24,6 +24,12 @@
 //! latches [`Shared::degraded`], which makes the service answer 503; `halt`
 //! prints the violation and ends the guest.
 //!
+//! The regions are also write-protected ([`crate::protect`]): a write to
+//! them from inside the guest faults, and the kernel stops it, ends the task
+//! that made it and records it. Each check also reads that record
+//! ([`Faults`]); a write stopped since the last check is a violation like a
+//! changed region, with the same reaction (the region itself is unchanged).
+//!
 //! [`reference::load_offset`]: crate::reference::load_offset
 
 use std::fmt;
@@ -39,6 +45,7 @@ use vigil_core::v1::report::{RegionDigest, Verdict};
 
 use crate::console_line;
 use crate::log::Logger;
+use crate::protect::{Faults, PAGE, WriteFaults};
 use crate::vcpu::{self, Placement};
 
 /// When the first check starts (or after one interval, if that is shorter):
@@ -112,25 +119,62 @@ pub struct Check {
     pub intact: bool,
 }
 
-/// The first check that found a mismatch.
+/// What a check found wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The region's digest does not match the sealed one.
+    Changed,
+    /// A write to the (write-protected) region was stopped by the kernel.
+    Written {
+        /// The address written to.
+        address: u64,
+        /// The address of the instruction that wrote.
+        ip: u64,
+    },
+}
+
+impl Cause {
+    /// The word `/v1/integrity` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Changed => "changed",
+            Self::Written { .. } => "written",
+        }
+    }
+}
+
+/// The first check that found a violation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Violation {
     /// Uptime when that check ended.
     pub at: Duration,
     /// Wall-clock time then, in ms since the Unix epoch, if known.
     pub at_unix_ms: Option<u64>,
-    /// The first region that did not match.
+    /// The first region that did not match, or that was written to.
     pub region: RegionName,
     /// The number of that check.
     pub check: u64,
+    /// What happened to the region.
+    pub cause: Cause,
 }
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.cause {
+            Cause::Changed => write!(
+                f,
+                "integrity violation: region `{}` does not match its sealed digest",
+                self.region.as_str(),
+            )?,
+            Cause::Written { address, ip } => write!(
+                f,
+                "integrity violation: a write to region `{}` at {address:#x} (instruction at {ip:#x}) was stopped",
+                self.region.as_str(),
+            )?,
+        }
         write!(
             f,
-            "integrity violation: region `{}` does not match its sealed digest (check {}, {:.3} s after start)",
-            self.region.as_str(),
+            " (check {}, {:.3} s after start)",
             self.check,
             self.at.as_secs_f64()
         )
@@ -148,6 +192,8 @@ pub struct Snapshot {
     pub last: Option<Check>,
     /// The first violation since boot.
     pub first_violation: Option<Violation>,
+    /// Writes to protected memory the kernel stopped, as of the latest check.
+    pub write_faults: u64,
 }
 
 impl Snapshot {
@@ -259,6 +305,19 @@ impl Shared {
         self.answered_during_checks.load(Ordering::Relaxed)
     }
 
+    /// The region whose pages hold runtime address `address` (regions are
+    /// protected in whole pages), or `unknown` if none does.
+    pub fn region_at(&self, address: u64) -> Option<RegionName> {
+        self.regions()
+            .find(|w| {
+                let start = w.address / PAGE * PAGE;
+                let end = w.address.saturating_add(w.sealed.len).div_ceil(PAGE) * PAGE;
+                (start..end).contains(&address)
+            })
+            .map(|w| w.sealed.name)
+            .or_else(|| RegionName::new("unknown").ok())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Snapshot> {
         // A panicking watchdog aborts the guest (panic = "abort"), so the
         // lock is never poisoned in the image; in tests, take the data anyway.
@@ -276,11 +335,25 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts checking `sealed`'s regions, moved by `load_offset`, in `memory`.
+    /// Starts checking `sealed`'s regions, moved by `load_offset`, in `memory`
+    /// (with no record of stopped writes: see [`start_with_faults`](Self::start_with_faults)).
     pub fn start(
         sealed: Sealed,
         load_offset: u64,
         memory: impl Memory,
+        log: Logger,
+        halt: Halt,
+    ) -> std::io::Result<Self> {
+        Self::start_with_faults(sealed, load_offset, memory, NoFaults, log, halt)
+    }
+
+    /// Starts checking `sealed`'s regions, moved by `load_offset`, in
+    /// `memory`, and the kernel's record of stopped writes in `faults`.
+    pub fn start_with_faults(
+        sealed: Sealed,
+        load_offset: u64,
+        memory: impl Memory,
+        faults: impl Faults,
         log: Logger,
         halt: Halt,
     ) -> std::io::Result<Self> {
@@ -301,6 +374,7 @@ impl Watchdog {
                 violations: 0,
                 last: None,
                 first_violation: None,
+                write_faults: 0,
             }),
             degraded: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -312,6 +386,8 @@ impl Watchdog {
         let worker = Worker {
             shared: Arc::clone(&shared),
             memory,
+            faults: Box::new(faults),
+            seen_faults: 0,
             log,
             halt,
             reported: None,
@@ -339,9 +415,22 @@ impl Drop for Watchdog {
     }
 }
 
+/// No record of stopped writes (host tests, images without protection).
+#[derive(Debug, Clone, Copy)]
+pub struct NoFaults;
+
+impl Faults for NoFaults {
+    fn read(&self) -> WriteFaults {
+        WriteFaults::default()
+    }
+}
+
 struct Worker<M> {
     shared: Arc<Shared>,
     memory: M,
+    faults: Box<dyn Faults>,
+    /// Stopped writes already seen by a check.
+    seen_faults: u64,
     log: Logger,
     halt: Halt,
     /// The mismatching regions (a bit per region) last written to the
@@ -383,6 +472,9 @@ impl<M: Memory> Worker<M> {
                 mismatched |= 1 << i;
             }
         }
+        let faults = self.faults.read();
+        let new_faults = faults.count > self.seen_faults;
+        self.seen_faults = self.seen_faults.max(faults.count);
         let ended = Instant::now();
         self.shared.checking.store(false, Ordering::Relaxed);
         let duration = ended - began;
@@ -407,24 +499,35 @@ impl<M: Memory> Worker<M> {
                 actual,
                 intact: mismatched == 0,
             });
-            if mismatched != 0 {
+            state.write_faults = faults.count;
+            if mismatched != 0 || new_faults {
                 state.violations += 1;
                 if self.shared.sealed.reaction == Reaction::Degrade {
                     // Before the state is visible: whoever sees the
                     // violation also sees the service degraded.
                     self.shared.degraded.store(true, Ordering::Release);
                 }
-                let first = self
-                    .shared
-                    .regions()
-                    .nth(mismatched.trailing_zeros() as usize)
-                    .map(|w| w.sealed.name);
-                if let (None, Some(region)) = (state.first_violation, first) {
+                let first = if mismatched != 0 {
+                    self.shared
+                        .regions()
+                        .nth(mismatched.trailing_zeros() as usize)
+                        .map(|w| (w.sealed.name, Cause::Changed))
+                } else {
+                    self.shared.region_at(faults.first_address).map(|region| {
+                        let cause = Cause::Written {
+                            address: faults.first_address,
+                            ip: faults.first_ip,
+                        };
+                        (region, cause)
+                    })
+                };
+                if let (None, Some((region, cause))) = (state.first_violation, first) {
                     state.first_violation = Some(Violation {
                         at: uptime,
                         at_unix_ms: ended_unix_ms,
                         region,
                         check: number,
+                        cause,
                     });
                 }
             }
@@ -442,7 +545,34 @@ impl<M: Memory> Worker<M> {
                 ),
             );
         }
+        if new_faults {
+            console_line!(
+                "vigil-watchdog: {} write(s) to protected memory stopped by the kernel; the first at {:#x} in region `{}` (instruction at {:#x})",
+                faults.count,
+                faults.first_address,
+                self.shared
+                    .region_at(faults.first_address)
+                    .as_ref()
+                    .map_or("unknown", RegionName::as_str),
+                faults.first_ip,
+            );
+            if mismatched == 0 || self.reported == Some(mismatched) {
+                // Not reported below: react here.
+                self.reaction(violation);
+            }
+        }
         self.react(mismatched, &actual, violation);
+    }
+
+    fn reaction(&self, first: Option<Violation>) {
+        let Some(violation) = first else { return };
+        match self.shared.sealed.reaction {
+            Reaction::Log => console_line!("vigil-watchdog: {violation}; reaction: log"),
+            Reaction::Degrade => {
+                console_line!("vigil-watchdog: {violation}; reaction: degrade (503 until reboot)");
+            }
+            Reaction::Halt => (self.halt)(&violation.to_string()),
+        }
     }
 
     fn react(
@@ -476,14 +606,7 @@ impl<M: Memory> Worker<M> {
                 );
             }
         }
-        let Some(violation) = first else { return };
-        match self.shared.sealed.reaction {
-            Reaction::Log => console_line!("vigil-watchdog: {violation}; reaction: log"),
-            Reaction::Degrade => {
-                console_line!("vigil-watchdog: {violation}; reaction: degrade (503 until reboot)");
-            }
-            Reaction::Halt => (self.halt)(&violation.to_string()),
-        }
+        self.reaction(first);
     }
 }
 

@@ -56,13 +56,14 @@ impl QemuBoot {
             sched::require_chrt()?;
         }
         let manifest = &verified.manifest;
-        let flavor: Flavor = serde_json::from_value(serde_json::Value::String(
-            manifest.provenance.flavor.clone(),
-        ))
-        .map_err(|_| LaunchError::BadImageDir {
-            path: verified.dir.join(vigil_core::v1::bundle::MANIFEST_FILE),
-            problem: format!("unknown flavor {:?}", manifest.provenance.flavor),
-        })?;
+        // A test image's flavor carries a suffix (`hvm+test-hooks`, from
+        // `vigil-build build --test-hooks`); it boots like its base flavor.
+        let base = manifest.provenance.flavor.split('+').next().unwrap_or("");
+        let flavor: Flavor = serde_json::from_value(serde_json::Value::String(base.to_owned()))
+            .map_err(|_| LaunchError::BadImageDir {
+                path: verified.dir.join(vigil_core::v1::bundle::MANIFEST_FILE),
+                problem: format!("unknown flavor {:?}", manifest.provenance.flavor),
+            })?;
         let image = BootImage {
             loader: verified.loader_file(),
             image: verified.image_file(),

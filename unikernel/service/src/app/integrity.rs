@@ -10,7 +10,8 @@ use vigil_core::v1::refblock::RegionName;
 use vigil_core::v1::report::{Nonce, Report, ReportError, ReportKey, Verdict};
 
 use super::metrics::IntegrityGauges;
-use crate::watchdog::{Hex, Shared, Snapshot, Violation};
+use crate::protect::Protection;
+use crate::watchdog::{Cause, Hex, Shared, Snapshot, Violation};
 
 /// What the service knows of its own integrity: the watchdog's shared state
 /// (none if the image is not sealed) and the per-boot report key (none if the
@@ -19,6 +20,7 @@ use crate::watchdog::{Hex, Shared, Snapshot, Violation};
 pub struct Integrity {
     watchdog: Option<Arc<Shared>>,
     key: Option<ReportKey>,
+    protection: Option<Protection>,
 }
 
 /// Why a report cannot be made.
@@ -33,7 +35,18 @@ pub enum ReportRefusal {
 impl Integrity {
     /// The service's integrity sources.
     pub fn new(watchdog: Option<Arc<Shared>>, key: Option<ReportKey>) -> Self {
-        Self { watchdog, key }
+        Self {
+            watchdog,
+            key,
+            protection: None,
+        }
+    }
+
+    /// The same, saying what write protection the image got
+    /// ([`crate::protect`]).
+    pub fn with_protection(mut self, protection: Protection) -> Self {
+        self.protection = Some(protection);
+        self
     }
 
     /// The first violation, once the `degrade` reaction has fired.
@@ -63,6 +76,7 @@ impl Integrity {
             busy: watchdog.busy(),
             answered_during_checks: watchdog.answered_during_checks(),
             interval: Duration::from_millis(watchdog.sealed().interval_ms.into()),
+            write_faults: snapshot.write_faults,
         })
     }
 
@@ -71,6 +85,7 @@ impl Integrity {
         StatusBody {
             watchdog: self.watchdog.as_deref().map(|w| (w, w.snapshot())),
             report_key: self.key.is_some(),
+            protection: self.protection.as_ref(),
         }
     }
 
@@ -177,6 +192,7 @@ impl Serialize for Hex<'_> {
 struct StatusBody<'a> {
     watchdog: Option<(&'a Shared, Snapshot)>,
     report_key: bool,
+    protection: Option<&'a Protection>,
 }
 
 impl Serialize for StatusBody<'_> {
@@ -219,12 +235,23 @@ impl Serialize for StatusBody<'_> {
                 duration_us: u64::try_from(c.duration.as_micros()).unwrap_or(u64::MAX),
                 intact: c.intact,
             }),
+            write_faults: snapshot.write_faults,
             first_violation: snapshot.first_violation.map(|v| FirstViolation {
                 region: v.region,
+                cause: v.cause.as_str(),
+                address: match v.cause {
+                    Cause::Written { address, .. } => Some(Address(address)),
+                    Cause::Changed => None,
+                },
+                instruction: match v.cause {
+                    Cause::Written { ip, .. } => Some(Address(ip)),
+                    Cause::Changed => None,
+                },
                 check: v.check,
                 uptime_ms: millis(v.at),
                 unix_ms: v.at_unix_ms,
             }),
+            protection: self.protection.map(ProtectionStatus::of),
             load_offset: Address(watchdog.load_offset()),
             vcpu: watchdog.vcpu(),
             report_key: self.report_key,
@@ -249,13 +276,55 @@ struct Status<'a> {
     uptime_ms: u64,
     checks: u64,
     violations: u64,
+    write_faults: u64,
     last_check: Option<LastCheck>,
     first_violation: Option<FirstViolation>,
+    protection: Option<ProtectionStatus<'a>>,
     load_offset: Address,
     /// The vCPU the watchdog runs on (null where unknown: host tests).
     vcpu: Option<usize>,
     report_key: bool,
     regions: &'a [RegionStatus<'a>],
+}
+
+/// What write protection the image got.
+#[derive(Serialize)]
+struct ProtectionStatus<'a> {
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code_pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_only_pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_pages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+impl<'a> ProtectionStatus<'a> {
+    fn of(protection: &'a Protection) -> Self {
+        let mut status = Self {
+            state: protection.state(),
+            code_pages: None,
+            read_only_pages: None,
+            data_pages: None,
+            reason: None,
+        };
+        match protection {
+            Protection::Off(reason) => status.reason = Some(reason),
+            Protection::Failed(reason) => status.reason = Some(reason),
+            Protection::Applied {
+                code_pages,
+                read_only_pages,
+                data_pages,
+            } => {
+                status.code_pages = Some(*code_pages);
+                status.read_only_pages = Some(*read_only_pages);
+                status.data_pages = Some(*data_pages);
+            }
+        }
+        status
+    }
 }
 
 #[derive(Serialize)]
@@ -271,6 +340,13 @@ struct LastCheck {
 struct FirstViolation {
     #[serde(serialize_with = "region_name")]
     region: RegionName,
+    /// `changed` (digest mismatch) or `written` (a write the kernel stopped).
+    cause: &'static str,
+    /// For `written`: where it wrote, and the instruction that did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<Address>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instruction: Option<Address>,
     check: u64,
     uptime_ms: u64,
     unix_ms: Option<u64>,

@@ -59,13 +59,15 @@ pub struct IntegrityGauges {
     pub answered_during_checks: u64,
     /// The sealed interval between checks.
     pub interval: Duration,
+    /// Writes to protected memory the kernel stopped.
+    pub write_faults: u64,
 }
 
 impl IntegrityGauges {
     /// Writes the watchdog's metric families.
     fn render(&self, w: &mut impl io::Write) -> io::Result<()> {
         let seconds = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
-        let samples: [Sample<'_>; 9] = [
+        let samples: [Sample<'_>; 10] = [
             (
                 "vigil_integrity_checks_total",
                 "counter",
@@ -75,7 +77,7 @@ impl IntegrityGauges {
             (
                 "vigil_integrity_violations_total",
                 "counter",
-                "Watchdog checks that found a measured region changed.",
+                "Watchdog checks that found a measured region changed or written to.",
                 &self.violations,
             ),
             (
@@ -119,6 +121,12 @@ impl IntegrityGauges {
                 "gauge",
                 "The sealed interval between watchdog checks.",
                 &self.interval.as_secs_f64(),
+            ),
+            (
+                "vigil_integrity_write_faults_total",
+                "counter",
+                "Writes to write-protected code or read-only data that the kernel stopped (each ended its thread).",
+                &self.write_faults,
             ),
         ];
         unlabelled(w, &samples)

@@ -259,3 +259,102 @@ fn responses_are_counted_during_checks_only() {
 fn hex_is_lowercase_and_complete() {
     assert_eq!(Hex(&[0x00, 0xab, 0x0f]).to_string(), "00ab0f");
 }
+
+/// A kernel record of stopped writes that a test sets.
+#[derive(Clone, Default)]
+struct TestFaults(Arc<Mutex<WriteFaults>>);
+
+impl Faults for TestFaults {
+    fn read(&self) -> WriteFaults {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl TestFaults {
+    fn stop_write(&self, address: u64, ip: u64) {
+        let mut record = self.0.lock().unwrap();
+        if record.count == 0 {
+            record.first_address = address;
+            record.first_ip = ip;
+        }
+        record.count += 1;
+    }
+}
+
+fn start_with_faults(
+    sealed: Sealed,
+    memory: &TestMemory,
+    faults: &TestFaults,
+    halt: Halt,
+) -> Watchdog {
+    let log = Logger::new(LogLevel::Error);
+    Watchdog::start_with_faults(sealed, OFFSET, memory.clone(), faults.clone(), log, halt).unwrap()
+}
+
+#[test]
+fn a_stopped_write_is_a_violation_of_the_region_written_to() {
+    let (memory, sealed) = image();
+    let faults = TestFaults::default();
+    let watchdog = start_with_faults(
+        with_reaction(sealed, Reaction::Degrade),
+        &memory,
+        &faults,
+        never_halt(),
+    );
+    let shared = watchdog.shared();
+    wait_for(&shared, "a first check", |s| s.checks >= 1);
+    assert_eq!(shared.snapshot().verdict(), Verdict::Intact);
+    // A write into the page after the code region's last byte: still its page.
+    let rodata = LINK_BASE + OFFSET + CODE_LEN as u64 + 100;
+    faults.stop_write(rodata, 0x1234);
+    let found = wait_for(&shared, "the violation", |s| s.violations > 0);
+    let violation = found.first_violation.unwrap();
+    assert_eq!(violation.region.as_str(), "code");
+    assert_eq!(
+        violation.cause,
+        Cause::Written {
+            address: rodata,
+            ip: 0x1234
+        }
+    );
+    assert!(
+        violation.to_string().contains("a write to region `code`"),
+        "{violation}"
+    );
+    assert_eq!(found.write_faults, 1);
+    assert!(found.last.unwrap().intact, "the bytes did not change");
+    assert_eq!(found.verdict(), Verdict::Violated);
+    assert!(shared.degraded());
+    // One violation per new write, not per check.
+    let later = wait_for(&shared, "two more checks", |s| s.checks >= found.checks + 2);
+    assert_eq!(later.violations, 1);
+    faults.stop_write(0x10, 0x20);
+    let again = wait_for(&shared, "the second write", |s| s.write_faults == 2);
+    assert_eq!(again.violations, 2);
+    assert_eq!(again.first_violation, Some(violation), "the first stays");
+    assert_eq!(shared.region_at(0x10).unwrap().as_str(), "unknown");
+}
+
+#[test]
+fn a_stopped_write_halts_when_sealed_so() {
+    let (memory, sealed) = image();
+    let faults = TestFaults::default();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let halt: Halt = Box::new(move |message| {
+        tx.lock().unwrap().send(message.to_owned()).unwrap();
+    });
+    let watchdog = start_with_faults(
+        with_reaction(sealed, Reaction::Halt),
+        &memory,
+        &faults,
+        halt,
+    );
+    wait_for(&watchdog.shared(), "a first check", |s| s.checks >= 1);
+    faults.stop_write(LINK_BASE + OFFSET + 8, 0x99);
+    let message = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        message.starts_with("integrity violation: a write to region `code` at 0x300008"),
+        "{message}"
+    );
+}
