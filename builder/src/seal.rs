@@ -2,8 +2,11 @@
 //!
 //! 1. [`analyze`] the image: an x86-64 Hermit ELF with the reserved
 //!    [`refblock::SECTION`]. Its measured regions are its non-writable load
-//!    segments (code, read-only data); sealing fails if a dynamic relocation
-//!    would modify one of them.
+//!    segments (code, read-only data), and RELRO (`.data.rel.ro`, `.got`, ...)
+//!    as the loader leaves it after relocation at its fixed load address
+//!    (`vigil_core::v1::relro`); sealing fails if a dynamic relocation would
+//!    modify code or read-only data, or if one in RELRO is not
+//!    `R_X86_64_RELATIVE`.
 //! 2. Fill in the reference block in a copy of the image (region digests,
 //!    watchdog policy), and take the image digest over that copy.
 //! 3. Write the manifest (`vigil_core::v1::manifest`, canonical bytes) and sign
@@ -26,6 +29,7 @@ use vigil_core::v1::manifest::{
     Service, Watchdog,
 };
 use vigil_core::v1::refblock::{self, Reaction, Region, RegionName, Sealed};
+use vigil_core::v1::relro;
 
 use crate::keys::{self, KeyError};
 
@@ -170,6 +174,11 @@ pub fn analyze(image: &[u8]) -> Result<ImageLayout, ImageProblem> {
             .collect()
     };
 
+    let relro_range =
+        relro::find(image).map_err(|err| ImageProblem::Unmeasurable(err.to_string()))?;
+    if let Some(range) = &relro_range {
+        check_relro_pages(&file, range)?;
+    }
     let mut regions = Vec::new();
     let mut excluded = Vec::new();
     let mut block_in_writable_file_bytes = false;
@@ -189,14 +198,39 @@ pub fn analyze(image: &[u8]) -> Result<ImageLayout, ImageProblem> {
             if block_vaddr >= vaddr && block_vaddr + block_len <= vaddr + filesz {
                 block_in_writable_file_bytes = true;
             }
+            // RELRO is measured as it is after relocation; it starts its
+            // segment (lld's layout), and the rest of the segment is not.
+            let mut rest = vaddr..vaddr + memsz;
+            if let Some(relro) = relro_range.filter(|r| r.vaddr == vaddr && r.bytes > 0) {
+                regions.push(relro_region(
+                    image,
+                    &relro,
+                    within(relro.vaddr, relro.bytes),
+                )?);
+                rest.start = relro.vaddr + relro.bytes;
+                if rest.is_empty() {
+                    continue;
+                }
+                if rest.end <= relro.vaddr + relro.mem_bytes {
+                    excluded.push(ExcludedRegion {
+                        name: format!("relro-pad@{:#x}", rest.start),
+                        vaddr: rest.start,
+                        bytes: rest.end - rest.start,
+                        reason: "RELRO's zero padding up to its page end: not in the file, \
+                                 read-only at run time"
+                            .into(),
+                    });
+                    continue;
+                }
+            }
             let name = if filesz == 0 { "bss" } else { "data" };
             excluded.push(ExcludedRegion {
-                name: format!("{name}@{vaddr:#x}"),
-                vaddr,
-                bytes: memsz,
+                name: format!("{name}@{:#x}", rest.start),
+                vaddr: rest.start,
+                bytes: rest.end - rest.start,
                 reason: format!(
                     "writable segment ({}): its content changes at run time",
-                    within(vaddr, memsz).join(", ")
+                    within(rest.start, rest.end - rest.start).join(", ")
                 ),
             });
             continue;
@@ -227,6 +261,7 @@ pub fn analyze(image: &[u8]) -> Result<ImageLayout, ImageProblem> {
             file_offset: offset,
             bytes: filesz,
             sha256: Digest(sha256(bytes)),
+            relocated_at: None,
         });
     }
     if regions.is_empty() || regions.len() > refblock::MAX_REGIONS {
@@ -244,10 +279,13 @@ pub fn analyze(image: &[u8]) -> Result<ImageLayout, ImageProblem> {
     regions.sort_by_key(|r| r.vaddr);
     if let Some(relocations) = file.dynamic_relocations() {
         for (offset, _) in relocations {
-            if let Some(region) = regions
-                .iter()
-                .find(|r| offset >= r.vaddr && offset < r.vaddr + r.bytes)
-            {
+            // A relocated region's relocations were checked and applied by
+            // `relro::relocate`.
+            if let Some(region) = regions.iter().find(|r| {
+                r.relocated_at.is_none()
+                    && offset.saturating_add(8) > r.vaddr
+                    && offset < r.vaddr + r.bytes
+            }) {
                 return Err(ImageProblem::Unmeasurable(format!(
                     "a dynamic relocation at {offset:#x} would modify the measured region {} \
                      ({:#x}+{:#x}); link read-only data without text relocations",
@@ -275,6 +313,64 @@ pub fn analyze(image: &[u8]) -> Result<ImageLayout, ImageProblem> {
             bytes: block_len,
         },
     })
+}
+
+/// The `relro` region: RELRO's file bytes with the image's relocations
+/// applied for [`relro::KERNEL_LOAD_ADDRESS`], where the loader always puts
+/// the kernel.
+fn relro_region(
+    image: &[u8],
+    range: &relro::RelroRange,
+    sections: Vec<String>,
+) -> Result<MeasuredRegion, ImageProblem> {
+    let unmeasurable = |err: relro::RelroError| {
+        ImageProblem::Unmeasurable(format!("cannot predict RELRO after relocation: {err}"))
+    };
+    let len = usize::try_from(range.bytes)
+        .map_err(|_| ImageProblem::NotElf("RELRO is too large".into()))?;
+    let mut bytes = vec![0u8; len];
+    relro::relocate(image, range, relro::KERNEL_LOAD_ADDRESS, &mut bytes).map_err(unmeasurable)?;
+    Ok(MeasuredRegion {
+        name: "relro".into(),
+        sections,
+        vaddr: range.vaddr,
+        file_offset: range.file_offset,
+        bytes: range.bytes,
+        sha256: Digest(sha256(&bytes)),
+        relocated_at: Some(relro::KERNEL_LOAD_ADDRESS),
+    })
+}
+
+/// The guest write-protects RELRO by whole 4 KiB pages, widened outwards
+/// (`protect` in the service): so no byte of any load segment outside RELRO
+/// (its file bytes and its zero padding) may share one of those pages.
+fn check_relro_pages(
+    file: &ElfFile64<'_, Endianness>,
+    relro: &relro::RelroRange,
+) -> Result<(), ImageProblem> {
+    const PAGE: u64 = 4096;
+    let endian = file.endian();
+    let pages = relro.vaddr / PAGE * PAGE..(relro.vaddr + relro.bytes).div_ceil(PAGE) * PAGE;
+    let relro_end = relro.vaddr + relro.mem_bytes.max(relro.bytes);
+    for segment in file.elf_program_headers() {
+        if segment.p_type(endian) != PT_LOAD {
+            continue;
+        }
+        let start = segment.p_vaddr(endian);
+        let end = start + segment.p_memsz(endian);
+        // The parts of this segment outside RELRO.
+        for (from, to) in [(start, end.min(relro.vaddr)), (start.max(relro_end), end)] {
+            if from < to && from < pages.end && pages.start < to {
+                return Err(ImageProblem::Unmeasurable(format!(
+                    "RELRO ({:#x}+{:#x}) shares a page with other loaded bytes at {from:#x}..{to:#x}; \
+                     write-protecting it would make those read-only (link with lld's default \
+                     page-padded RELRO)",
+                    relro.vaddr, relro.bytes
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What to seal, and how.

@@ -271,6 +271,48 @@ fn changed_code_is_found_within_two_intervals_while_serving() {
 
 #[test]
 #[ignore = "boots the built image under QEMU: run by scripts/test"]
+fn a_redirected_pointer_in_relro_is_found_within_two_intervals() {
+    let setup = Setup::new();
+    setup.seal("relro", 1000, Reaction::Degrade);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(setup.path("relro").join("manifest.json")).unwrap())
+            .unwrap();
+    let sealed = manifest["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "relro")
+        .expect("the manifest measures relro")
+        .clone();
+    let domain = launch(&setup, "relro", "relro");
+    let load = Load::start(&domain);
+    thread::sleep(INTERVAL);
+    let status = domain.integrity();
+    assert_eq!(status["state"], "intact", "{status}");
+    assert_eq!(region(&status, "relro")["matches"], true, "{status}");
+    assert_eq!(tamper::load_offset(&status).unwrap(), 0x20_0000);
+
+    let pointer = tamper::cold_pointer(&setup.path("relro")).unwrap();
+    let start = sealed["vaddr"].as_u64().unwrap();
+    assert!((start..start + sealed["bytes"].as_u64().unwrap()).contains(&pointer));
+    let (before, written) =
+        tamper::redirect_pointer(&domain.dir.join("qmp.sock"), domain.runtime(pointer)).unwrap();
+    // The loader relocated it: it points into the loaded image.
+    assert!(before >= 0x20_0000, "{before:#x}");
+    let (latency, status) = domain.detection(written);
+    assert!(latency <= 2 * INTERVAL, "found after {latency:?}");
+    assert_eq!(region(&status, "relro")["matches"], false, "{status}");
+    assert_eq!(region(&status, "code")["matches"], true);
+    assert_eq!(region(&status, "rodata")["matches"], true);
+    assert_eq!(status["first_violation"]["region"], "relro");
+    assert_eq!(status["degraded"], true);
+    assert_eq!(load.finish(), vec![503]);
+    assert!(domain.console().contains("vigil-watchdog: region `relro`"));
+    assert_eq!(verified_report(&setup, &domain).verdict, Verdict::Violated);
+}
+
+#[test]
+#[ignore = "boots the built image under QEMU: run by scripts/test"]
 fn changed_read_only_data_degrades_the_service() {
     let setup = Setup::new();
     setup.seal("degrade", 1000, Reaction::Degrade);

@@ -12,12 +12,13 @@
 
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::vec;
 use alloc::vec::Vec;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
 use super::events::{predict_pcr9, sha256};
-use super::manifest::{Digest, Manifest};
+use super::manifest::{Digest, Manifest, MeasuredRegion};
 use super::refblock::{self, RefBlock, Region, RegionName, Sealed};
 
 /// The file names inside a bundle.
@@ -234,10 +235,13 @@ pub fn verify(files: &BundleFiles<'_>, key: &VerifyingKey, min_security_version:
 
     let mut regions = Vec::new();
     for region in &manifest.regions {
-        let actual = slice(files.image, region.file_offset, region.bytes).map_or_else(
-            || "beyond the end of the image".to_string(),
-            |bytes| Digest(sha256(bytes)).to_string(),
-        );
+        let actual = match region.relocated_at {
+            Some(load_address) => relocated_digest(files.image, region, load_address),
+            None => slice(files.image, region.file_offset, region.bytes).map_or_else(
+                || "beyond the end of the image".to_string(),
+                |bytes| Digest(sha256(bytes)).to_string(),
+            ),
+        };
         verdict.check(
             format!("region {} sha256", region.name),
             region.sha256.to_string(),
@@ -273,6 +277,32 @@ pub fn verify(files: &BundleFiles<'_>, key: &VerifyingKey, min_security_version:
     verdict.check("reference block", expected, actual);
     verdict.manifest = Some(manifest);
     verdict
+}
+
+/// The digest of a relocated region (`relro`) as the loader leaves it in
+/// memory at `load_address`, or why it cannot be computed.
+fn relocated_digest(image: &[u8], region: &MeasuredRegion, load_address: u64) -> String {
+    let range = match super::relro::find(image) {
+        Ok(Some(range)) => range,
+        Ok(None) => return "the image has no RELRO segment".to_string(),
+        Err(err) => return format!("RELRO: {err}"),
+    };
+    if (range.vaddr, range.file_offset, range.bytes)
+        != (region.vaddr, region.file_offset, region.bytes)
+    {
+        return format!(
+            "the image's RELRO segment is {:#x}+{:#x} (file offset {:#x}), not this region",
+            range.vaddr, range.bytes, range.file_offset
+        );
+    }
+    let Ok(len) = usize::try_from(range.bytes) else {
+        return "RELRO is too large".to_string();
+    };
+    let mut bytes = vec![0u8; len];
+    match super::relro::relocate(image, &range, load_address, &mut bytes) {
+        Ok(_) => Digest(sha256(&bytes)).to_string(),
+        Err(err) => format!("RELRO: {err}"),
+    }
 }
 
 fn slice(bytes: &[u8], offset: u64, len: u64) -> Option<&[u8]> {

@@ -133,6 +133,15 @@ pub struct MeasuredRegion {
     pub bytes: u64,
     /// SHA-256 of its bytes.
     pub sha256: Digest,
+    /// Present only for a relocated region (`relro`, a compatible extension
+    /// of v1, see `docs/manifest.md`): the load address its digest holds
+    /// for. Its bytes in memory are then the file bytes at `file_offset`
+    /// with the image's `R_X86_64_RELATIVE` relocations applied for this
+    /// address ([`super::relro::relocate`]). Absent (not written) for
+    /// regions whose memory is their file bytes, so manifests without a
+    /// relocated region keep their exact bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relocated_at: Option<u64>,
 }
 
 /// A loaded part of the image that is deliberately not measured.
@@ -293,6 +302,14 @@ impl Manifest {
             ) else {
                 return invalid("regions: a region wraps around");
             };
+            if region
+                .relocated_at
+                .is_some_and(|at| at != super::relro::KERNEL_LOAD_ADDRESS)
+            {
+                return invalid(
+                    "regions: relocated_at is not the kernel load address the loader uses (0x200000)",
+                );
+            }
             if region.file_offset.saturating_add(region.bytes) > self.image.bytes {
                 return invalid("regions: a region lies beyond the end of the image");
             }
@@ -355,6 +372,7 @@ pub(crate) mod tests {
                     file_offset: 0,
                     bytes: 0x2a76c,
                     sha256: Digest([3; 32]),
+                    relocated_at: None,
                 },
                 MeasuredRegion {
                     name: "code".to_owned(),
@@ -363,6 +381,7 @@ pub(crate) mod tests {
                     file_offset: 0x2a770,
                     bytes: 0xdd73f,
                     sha256: Digest([4; 32]),
+                    relocated_at: None,
                 },
             ],
             excluded: vec![ExcludedRegion {
@@ -403,6 +422,35 @@ pub(crate) mod tests {
         assert!(text.starts_with("{\n  \"schema\": \"vigil.manifest.v1\",\n  \"service\": {"));
         assert!(text.contains("\"reaction\": \"degrade\""));
         assert!(text.contains(&"03".repeat(32)));
+    }
+
+    #[test]
+    fn a_relocated_region_is_a_compatible_extension() {
+        // Without one, the field is not written at all.
+        assert!(
+            !String::from_utf8(sample().emit())
+                .unwrap()
+                .contains("relocated_at")
+        );
+        let mut relro = sample();
+        relro.regions.push(MeasuredRegion {
+            name: "relro".to_owned(),
+            sections: vec![".data.rel.ro".to_owned(), ".got".to_owned()],
+            vaddr: 0x120b28,
+            file_offset: 0x11eb28,
+            bytes: 0x12dc8,
+            sha256: Digest([6; 32]),
+            relocated_at: Some(0x20_0000),
+        });
+        let bytes = relro.emit();
+        let text = core::str::from_utf8(&bytes).unwrap();
+        assert!(text.contains("\"relocated_at\": 2097152\n"), "{text}");
+        assert_eq!(Manifest::parse(&bytes).unwrap(), relro);
+        relro.regions[2].relocated_at = Some(0x80_0000);
+        assert!(matches!(
+            Manifest::parse(&relro.emit()),
+            Err(ManifestError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`handover`]: the initrd trailer that carries the per-boot key to the
 //!   loader (superseded for writing by [`crate::v2::handover`]).
 //! - [`entropy`]: the kernel's slot for the per-boot entropy seed.
+//! - [`relro`]: the fixed kernel load address and the image's RELRO part
+//!   as relocated for it (what sealing measures as region `relro`).
 //! - [`report`]: the runtime report the watchdog signs (signing and
 //!   verifying with feature `report`).
 //! - `events` (feature `digest`): the launch event list and PCR arithmetic.
@@ -30,4 +32,5 @@ pub mod handover;
 #[cfg(feature = "manifest")]
 pub mod manifest;
 pub mod refblock;
+pub mod relro;
 pub mod report;

@@ -20,7 +20,7 @@ use hermit_entry::elf::KernelObject;
 use uart_16550::SerialPort;
 use vigil_core::v2::handover::{self, Handover};
 
-use crate::layout::{place_kernel, ram_end};
+use crate::layout::{place_kernel_fixed, ram_end};
 use crate::paging::{PageTables, Table};
 use crate::refslot;
 use crate::start_info::{self, BootParams, PhysMem};
@@ -524,11 +524,37 @@ extern "C" fn loader_main(start_info_addr: u32) -> ! {
     };
     let object = KernelObject::parse(image).unwrap_or_else(|err| fail_wiping(&mut secrets, &err));
     let size = object.mem_size() as u64;
-    let start = place_kernel(ram, &loader_range(), &params.image, size)
-        .unwrap_or_else(|err| fail_wiping(&mut secrets, &err));
+    let placement = place_kernel_fixed(
+        ram,
+        &loader_range(),
+        &params.image,
+        image.len() as u64,
+        size,
+    )
+    .unwrap_or_else(|err| fail_wiping(&mut secrets, &err));
+    let start = placement.kernel;
+    // The sealed RELRO digest holds for the fixed load address only: where
+    // the module is in the way (Xen), its image bytes move out of it first.
+    let object = match placement.move_module_to {
+        None => object,
+        Some(to) => {
+            // SAFETY: place_kernel_fixed chose [to, to + image.len()) inside
+            // the loader's RAM region (identity-mapped by the entry code),
+            // above the kernel and the loader; `copy` allows the overlap with
+            // the module's own bytes. `image` (and `object`, which borrows
+            // it) is not used after this point; the moved slice replaces
+            // them.
+            let moved = unsafe {
+                core::ptr::copy(image.as_ptr(), to as *mut u8, image.len());
+                core::slice::from_raw_parts(to as *const u8, image.len())
+            };
+            KernelObject::parse(moved).unwrap_or_else(|err| fail_wiping(&mut secrets, &err))
+        }
+    };
 
-    // SAFETY: place_kernel chose [start, start + size) inside RAM, above the
-    // loader and outside the image module; it is identity-mapped by the entry code.
+    // SAFETY: place_kernel_fixed chose [start, start + size) inside RAM, above
+    // the loader and outside the image bytes (moved if need be); it is
+    // identity-mapped by the entry code.
     let memory =
         unsafe { core::slice::from_raw_parts_mut(start as *mut MaybeUninit<u8>, size as usize) };
     let loaded = object.load_kernel(memory, start);

@@ -13,6 +13,13 @@
 //! write, prints it and ends the task that made it, and [`Faults`] reads the
 //! record for the watchdog, which reacts as to a changed region.
 //!
+//! The `relro` region (RELRO as relocated by the loader: `.data.rel.ro`,
+//! `.got`, ...) is read-only data like the others. It lies in the image's
+//! first writable load segment, and its bytes need not end on a page: like
+//! every region it is widened to whole pages, which is safe because sealing
+//! refuses an image where another loaded byte shares one of its pages (lld
+//! pads RELRO to its page end).
+//!
 //! An unsealed image has no regions: it protects nothing and says so.
 
 use std::fmt;
@@ -421,6 +428,36 @@ mod tests {
                 code_pages: 0xeb,
                 read_only_pages: 0x2d,
                 data_pages: 0xe8,
+            }
+        );
+    }
+
+    /// The hvm image sealed with RELRO (link layout of the merge build):
+    /// RELRO starts its segment at 0x120b28 (its page holds nothing else)
+    /// and its file bytes end at 0x1338f0, in its last page, which lld pads
+    /// (`.relro_padding`) up to 0x134000; the writable data (`.vigil_ref`,
+    /// `.data`, `.bss`) starts on the next page. Sealing checks that no
+    /// other loaded byte shares RELRO's pages, so widening is safe.
+    #[test]
+    fn relro_is_read_only_by_whole_pages_and_data_after_it_stays_writable() {
+        let regions = [
+            watched("rodata", 0x20_0000, 0x2d2f4),
+            watched("code", 0x22e300, 0xf1826),
+            watched("relro", 0x320b28, 0x12dc8),
+        ];
+        let spans = plan(&regions, 0x20_0000..0x3374f0).unwrap();
+        assert_eq!(
+            spans[2],
+            Span {
+                pages: 0x320000..0x334000,
+                access: Access::ReadOnly
+            }
+        );
+        assert_eq!(
+            spans[3],
+            Span {
+                pages: 0x334000..0x40_0000,
+                access: Access::ReadWrite
             }
         );
     }

@@ -358,6 +358,7 @@ pub fn manifest(security_version: u64) -> Manifest {
                 file_offset: 0,
                 bytes: 0x2a76c,
                 sha256: Digest(sha256(b"rodata")),
+                relocated_at: None,
             },
             MeasuredRegion {
                 name: "code".into(),
@@ -366,6 +367,7 @@ pub fn manifest(security_version: u64) -> Manifest {
                 file_offset: 0x2a770,
                 bytes: 0xdd73f,
                 sha256: Digest(sha256(b"code")),
+                relocated_at: None,
             },
         ],
         excluded: vec![ExcludedRegion {
