@@ -177,6 +177,16 @@ impl Successive {
         let v = &self.requests_per_second;
         (stats::max(v) - stats::min(v)) / median(v)
     }
+
+    /// The runs' rates in order, whole requests/s, comma-separated.
+    pub fn rates_text(&self) -> String {
+        let rates: Vec<String> = self
+            .requests_per_second
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect();
+        rates.join(", ")
+    }
 }
 
 /// Everything measured.
@@ -753,12 +763,7 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
                     "vigil-bench: {name} c={connections}, {} back-to-back runs: {} req/s, \
                      spread {:.1} %",
                     bench.successive,
-                    series
-                        .requests_per_second
-                        .iter()
-                        .map(|r| format!("{r:.0}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    series.rates_text(),
                     series.spread() * 100.0
                 );
                 successive.push(series);
@@ -1076,16 +1081,11 @@ pub fn markdown_section(report: &HttpReport, depth: usize) -> String {
             report.seconds
         );
         for s in &report.successive {
-            let rates: Vec<String> = s
-                .requests_per_second
-                .iter()
-                .map(|r| format!("{r:.0}"))
-                .collect();
             text += &format!(
                 "| {} | {} | {} | {:.1} % |\n",
                 s.target,
                 s.connections,
-                rates.join(", "),
+                s.rates_text(),
                 s.spread() * 100.0
             );
         }
