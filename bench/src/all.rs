@@ -88,6 +88,9 @@ pub struct Plan {
     /// Challenge → verdict rounds of each side.
     #[serde(default)]
     pub attest_rounds: usize,
+    /// Back-to-back runs of each guest after the guest comparison's rounds.
+    #[serde(default)]
+    pub successive: usize,
 }
 
 impl Plan {
@@ -104,6 +107,7 @@ impl Plan {
                 intervals: vec![250, 1000],
                 watchdog: (1, 3, 2),
                 attest_rounds: 10,
+                successive: 2,
             },
             Mode::Full => Self {
                 boots: 10,
@@ -115,6 +119,7 @@ impl Plan {
                 intervals: vec![100, 1000, 10_000],
                 watchdog: (6, 10, 10),
                 attest_rounds: 200,
+                successive: 3,
             },
         }
     }
@@ -270,6 +275,7 @@ pub fn run(bench: &AllBench) -> Result<AllReport> {
                 seconds: plan.seconds,
                 threads: 2,
                 requests: Request::ALL.to_vec(),
+                successive: plan.successive,
                 host_service: None,
                 work_dir: bench.work_dir.clone(),
             })?;

@@ -108,6 +108,10 @@ pub struct HttpBench {
     pub threads: u32,
     /// What the loads ask for.
     pub requests: Vec<Request>,
+    /// Back-to-back `/healthz` runs of each guest at each connection count,
+    /// after the rounds (0: none): how much one guest's successive runs
+    /// differ, which the interleaved rounds, minutes apart, do not say.
+    pub successive: usize,
     /// The service built for the host, measured beside the guests for
     /// scale, if given.
     pub host_service: Option<PathBuf>,
@@ -154,6 +158,37 @@ pub struct Run {
     pub load_average: String,
 }
 
+/// One guest's back-to-back runs at one connection count.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Successive {
+    /// Which side.
+    pub target: String,
+    /// wrk connections.
+    pub connections: u32,
+    /// Requests per second of each run, in order.
+    pub requests_per_second: Vec<f64>,
+    /// /proc/loadavg before the first run.
+    pub load_average: String,
+}
+
+impl Successive {
+    /// (max − min) ÷ median of the runs' rates.
+    pub fn spread(&self) -> f64 {
+        let v = &self.requests_per_second;
+        (stats::max(v) - stats::min(v)) / median(v)
+    }
+
+    /// The runs' rates in order, whole requests/s, comma-separated.
+    pub fn rates_text(&self) -> String {
+        let rates: Vec<String> = self
+            .requests_per_second
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect();
+        rates.join(", ")
+    }
+}
+
 /// Everything measured.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HttpReport {
@@ -181,6 +216,9 @@ pub struct HttpReport {
     pub targets: Vec<TargetReport>,
     /// Every recorded load run.
     pub runs: Vec<Run>,
+    /// Back-to-back runs of each guest (`--successive`).
+    #[serde(default)]
+    pub successive: Vec<Successive>,
     /// Guests that failed under load.
     #[serde(default)]
     pub failures: Vec<GuestFailure>,
@@ -692,6 +730,47 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
             }
         }
     }
+    let mut successive = Vec::new();
+    if bench.successive > 0 {
+        for (i, subject) in subjects.iter_mut().enumerate() {
+            let name = &reports[i].name;
+            if failures.iter().any(|f| &f.target == name) {
+                continue;
+            }
+            subject.resume()?;
+            for &connections in &bench.connections {
+                let mut series = Successive {
+                    target: name.clone(),
+                    connections,
+                    requests_per_second: Vec::new(),
+                    load_average: load_average(),
+                };
+                for _ in 0..bench.successive {
+                    interrupt::check()?;
+                    let result = wrk::run(
+                        &url(subject, Request::Healthz),
+                        &load(connections, bench.seconds),
+                    )?;
+                    if let Err(what) = subject.check(&result) {
+                        return Err(BenchError::GuestFailed {
+                            what: format!("{name} failed in its successive runs: {what}"),
+                        }
+                        .into());
+                    }
+                    series.requests_per_second.push(result.requests_per_second);
+                }
+                eprintln!(
+                    "vigil-bench: {name} c={connections}, {} back-to-back runs: {} req/s, \
+                     spread {:.1} %",
+                    bench.successive,
+                    series.rates_text(),
+                    series.spread() * 100.0
+                );
+                successive.push(series);
+            }
+            subject.pause()?;
+        }
+    }
     for subject in subjects {
         if let Subject::Guest(running) = subject {
             running.stop()?;
@@ -715,6 +794,7 @@ pub fn run(bench: &HttpBench) -> Result<HttpReport> {
         load_average: (load_average_start, load_average()),
         targets: reports,
         runs,
+        successive,
         failures,
         warnings,
     })
@@ -988,6 +1068,25 @@ pub fn markdown_section(report: &HttpReport, depth: usize) -> String {
                 spread(&v, 0),
                 spread(&l, 0),
                 ratio_text(&v, &l)
+            );
+        }
+    }
+
+    if !report.successive.is_empty() {
+        text += &format!(
+            "\n{h} Successive runs\n\nEach guest alone, `GET /healthz`, {} s runs one right after \
+             the other (after the rounds above); the spread is (max − min) ÷ median. Issue 16's \
+             target for the unikernel: within 5 %.\n\n\
+             | guest | conns | req/s, in order | spread |\n|---|---:|---|---:|\n",
+            report.seconds
+        );
+        for s in &report.successive {
+            text += &format!(
+                "| {} | {} | {} | {:.1} % |\n",
+                s.target,
+                s.connections,
+                s.rates_text(),
+                s.spread() * 100.0
             );
         }
     }

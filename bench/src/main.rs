@@ -105,6 +105,11 @@ enum Command {
         /// wrk threads.
         #[arg(long, default_value_t = 2)]
         threads: u32,
+        /// After the rounds, this many back-to-back `/healthz` runs of each
+        /// guest at each connection count: their spread, (max − min) ÷ median,
+        /// is how steady one guest is (0: none).
+        #[arg(long, default_value_t = 0)]
+        successive: usize,
         /// vCPUs of every guest (vigil-dom0's default).
         #[arg(long, default_value_t = vigil_dom0::launch::DEFAULT_VCPUS)]
         vcpus: u32,
@@ -339,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
             connections,
             requests,
             threads,
+            successive,
             vcpus,
             accel,
             host_service,
@@ -379,6 +385,7 @@ fn run(cli: Cli) -> Result<()> {
                 seconds,
                 threads,
                 requests,
+                successive,
                 host_service,
                 work_dir,
             };

@@ -73,6 +73,22 @@ enum Kind {
     Mem64,
 }
 
+impl Kind {
+    /// The register's low bits that describe the BAR, not its address.
+    fn flag_bits(self) -> u32 {
+        if self == Kind::Io { 0x3 } else { 0xf }
+    }
+
+    /// The command register's bit that turns decoding of this kind on.
+    fn decode(self) -> u32 {
+        if self == Kind::Io {
+            COMMAND_IO
+        } else {
+            COMMAND_MEMORY
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Bar {
     device: u8,
@@ -147,19 +163,19 @@ pub fn assign(config: &mut impl ConfigSpace, ram: &[Range<u64>]) -> Result<usize
     for bar in &todo {
         let (device, function) = (bar.device, bar.function);
         let low = config.read(device, function, bar.offset);
-        let flags = low & if bar.kind == Kind::Io { 0x3 } else { 0xf };
+        let flags = low & bar.kind.flag_bits();
         config.write(device, function, bar.offset, bar.address as u32 | flags);
         if bar.kind == Kind::Mem64 {
             config.write(device, function, bar.offset + 4, (bar.address >> 32) as u32);
         }
         let command = config.read(device, function, COMMAND);
-        let decode = if bar.kind == Kind::Io {
-            COMMAND_IO
-        } else {
-            COMMAND_MEMORY
-        };
         // The status half of the register is write-one-to-clear: write zeros.
-        config.write(device, function, COMMAND, (command & 0xffff) | decode);
+        config.write(
+            device,
+            function,
+            COMMAND,
+            (command & 0xffff) | bar.kind.decode(),
+        );
     }
     set_interrupt_lines(config, &todo);
     Ok(todo.len())
