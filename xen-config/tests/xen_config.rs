@@ -210,6 +210,7 @@ fn expected(config: &XenConfig) -> Vec<(&'static str, Read, Value)> {
         ("on_poweroff", Read::S, s("destroy")),
         ("on_reboot", Read::S, s("destroy")),
         ("on_crash", Read::S, s("destroy")),
+        ("tsc_mode", Read::S, s("native")),
     ];
     match &config.kind {
         GuestKind::Hvm(devices) => {
